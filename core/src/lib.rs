@@ -1,0 +1,12 @@
+//! eisodos' host-independent core.
+//!
+//! Everything here is plain Rust with no proxy-wasm dependency, so it is unit-tested natively
+//! and on `wasm32-wasip1`. The filter crate implements [`store::SharedStore`] with Envoy's
+//! shared data and calls [`balancer::Balancer`] once per request.
+
+pub mod balancer;
+pub mod config;
+pub mod memory_store;
+pub mod policy;
+pub mod store;
+pub mod ticket;
