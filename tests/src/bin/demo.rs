@@ -1,0 +1,158 @@
+//! `just demo`: three upstreams on 127.0.0.1:8081-8083, Envoy with the shipped
+//! `envoy/envoy.yaml` as is, some requests, and a table of where they went.
+//!
+//! Usage: `demo [--requests N] [--exit]`. Without `--exit`, keeps running until Ctrl-C.
+
+use std::process::ExitCode;
+
+use eisodos_tests::envoy::Envoy;
+use eisodos_tests::upstream::Upstream;
+use eisodos_tests::{client, paths};
+
+const BACKENDS: [(&str, u16); 3] = [
+    ("backend_a", 8081),
+    ("backend_b", 8082),
+    ("backend_c", 8083),
+];
+
+struct Args {
+    requests: u64,
+    exit: bool,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        requests: 300,
+        exit: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--exit" => args.exit = true,
+            "--requests" => {
+                let n = it.next().ok_or("--requests needs a number")?;
+                args.requests = n.parse().map_err(|e| format!("--requests {n}: {e}"))?;
+            }
+            "-h" | "--help" => {
+                println!("usage: demo [--requests N] [--exit]");
+                std::process::exit(0);
+            }
+            other => {
+                return Err(format!(
+                    "unknown argument {other:?} (usage: demo [--requests N] [--exit])"
+                ))
+            }
+        }
+    }
+    Ok(args)
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("demo: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), String> {
+    let args = parse_args()?;
+    let root = paths::repo_root();
+    let config = paths::shipped_config();
+
+    let upstreams = BACKENDS
+        .iter()
+        .map(|(name, port)| {
+            Upstream::builder(name)
+                .port(*port)
+                .try_start()
+                .map_err(|e| format!("upstream {name}: {e} (is another demo running?)"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+
+    // Envoy's own ports: say clearly if they are taken instead of showing its log.
+    let parsed: serde_json::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(&config).map_err(|e| format!("read {}: {e}", config.display()))?,
+    )
+    .map_err(|e| format!("parse {}: {e}", config.display()))?;
+    for (what, ptr) in [
+        ("admin", "/admin/address/socket_address/port_value"),
+        (
+            "listener",
+            "/static_resources/listeners/0/address/socket_address/port_value",
+        ),
+    ] {
+        if let Some(port) = parsed.pointer(ptr).and_then(serde_json::Value::as_u64) {
+            std::net::TcpListener::bind(format!("127.0.0.1:{port}")).map_err(|e| {
+                format!("Envoy {what} port 127.0.0.1:{port} is not free: {e} (is another Envoy running?)")
+            })?;
+        }
+    }
+
+    let log = root.join("target/demo/envoy.log");
+    let mut envoy = Envoy::start_with_config_file(&config, &root, &log, 2)?;
+    println!("Envoy is up (pid {}), log: {}", envoy.pid(), log.display());
+
+    let url = envoy.url("/");
+    let mut non_200 = 0u64;
+    let mut failed = 0u64;
+    for _ in 0..args.requests {
+        match client::try_get_with(&url, &[]) {
+            Ok(r) if r.status == 200 => {}
+            Ok(_) => non_200 += 1,
+            Err(_) => failed += 1,
+        }
+    }
+
+    println!("\n{} requests to {url}\n", args.requests);
+    println!("{:<12} {:>8} {:>8}", "backend", "requests", "percent");
+    let total = args.requests.max(1) as f64;
+    for upstream in &upstreams {
+        let hits = upstream.hits();
+        println!(
+            "{:<12} {:>8} {:>7.1}%",
+            upstream.name(),
+            hits,
+            hits as f64 * 100.0 / total
+        );
+    }
+    println!(
+        "{:<12} {:>8} {:>7.1}%",
+        "non-200",
+        non_200,
+        non_200 as f64 * 100.0 / total
+    );
+    if failed > 0 {
+        println!(
+            "{:<12} {:>8} {:>7.1}%",
+            "no answer",
+            failed,
+            failed as f64 * 100.0 / total
+        );
+    }
+    for upstream in &upstreams {
+        for error in upstream.errors() {
+            eprintln!("{}: server error: {error}", upstream.name());
+        }
+    }
+
+    if !args.exit {
+        println!(
+            "\nEnvoy listens on {} (admin {}). Ctrl-C to stop.",
+            envoy.url("/"),
+            envoy.admin_url("/")
+        );
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("tokio runtime: {e}"))?
+            .block_on(tokio::signal::ctrl_c())
+            .map_err(|e| format!("waiting for Ctrl-C: {e}"))?;
+        println!();
+    }
+    envoy.stop();
+    println!("stopped");
+    Ok(())
+}

@@ -1,0 +1,19 @@
+//! Integration-test harness for eisodos: real upstreams, a real Envoy running the shipped
+//! `envoy/envoy.yaml` with the built filter, and a plain HTTP client.
+//!
+//! ```no_run
+//! use eisodos_tests::{client, envoy::Envoy, upstream::Upstream};
+//!
+//! let a = Upstream::builder("backend_a").start();
+//! let envoy = Envoy::builder().upstreams(&[&a]).start();
+//! let response = client::get(&envoy.url("/"));
+//! assert_eq!(response.header("x-upstream"), Some("backend_a"));
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod client;
+pub mod envoy;
+pub mod paths;
+pub mod ports;
+pub mod upstream;

@@ -1,0 +1,307 @@
+//! A real HTTP/1.1 upstream (hyper on a shared background tokio runtime) that tells who
+//! answered and counts what it saw.
+//!
+//! Every response carries the configured status (default 200), the body `"<name>\n"`, and
+//! the headers `x-upstream: <name>` and `x-seen-cluster-header: <x-eisodos-cluster of the
+//! request, or empty>`.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::runtime::Runtime;
+use tokio::sync::oneshot;
+use tokio::task::JoinSet;
+
+/// The request header the filter sets and the route reads.
+pub const CLUSTER_HEADER: &str = "x-eisodos-cluster";
+
+/// The runtime every upstream in this process runs on (2 workers, created on first use).
+fn runtime() -> &'static Runtime {
+    static RT: OnceLock<Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("upstream")
+            .enable_all()
+            .build()
+            .expect("build the upstream tokio runtime")
+    })
+}
+
+struct Shared {
+    name: String,
+    status: AtomicU16,
+    delay_ms: AtomicU64,
+    hits: AtomicU64,
+    hits_by_path: Mutex<HashMap<String, u64>>,
+    errors: Mutex<Vec<String>>,
+}
+
+impl Shared {
+    fn record_error(&self, error: String) {
+        self.errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(error);
+    }
+}
+
+/// Configures an [`Upstream`] before it starts; see [`Upstream::builder`].
+#[derive(Debug, Clone)]
+pub struct UpstreamBuilder {
+    name: String,
+    port: Option<u16>,
+    delay: Duration,
+    status: u16,
+}
+
+impl UpstreamBuilder {
+    /// Listen on this port of 127.0.0.1 (default: a fresh free port).
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
+    }
+
+    /// Wait this long before answering each request (default: no delay).
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+
+    /// Answer with this status (default 200).
+    pub fn status(mut self, status: u16) -> Self {
+        self.status = status;
+        self
+    }
+
+    /// Starts listening; returns once the port accepts connections.
+    ///
+    /// # Panics
+    /// When the port cannot be bound (see [`UpstreamBuilder::try_start`]).
+    pub fn start(self) -> Upstream {
+        let name = self.name.clone();
+        self.try_start()
+            .unwrap_or_else(|e| panic!("upstream {name}: {e}"))
+    }
+
+    /// Starts listening, or says why not (typically: the port is taken).
+    pub fn try_start(self) -> Result<Upstream, String> {
+        let port = match self.port {
+            Some(port) => {
+                crate::ports::reserve(port);
+                port
+            }
+            None => crate::ports::free_port(),
+        };
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        // Bound here, synchronously: the port is listening when `start` returns.
+        let std_listener = std::net::TcpListener::bind(addr)
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        std_listener
+            .set_nonblocking(true)
+            .map_err(|e| format!("set_nonblocking on {addr}: {e}"))?;
+        let shared = Arc::new(Shared {
+            name: self.name,
+            status: AtomicU16::new(self.status),
+            delay_ms: AtomicU64::new(duration_ms(self.delay)),
+            hits: AtomicU64::new(0),
+            hits_by_path: Mutex::new(HashMap::new()),
+            errors: Mutex::new(Vec::new()),
+        });
+        let rt = runtime();
+        let listener = {
+            let _guard = rt.enter();
+            tokio::net::TcpListener::from_std(std_listener)
+                .map_err(|e| format!("hand {addr} to tokio: {e}"))?
+        };
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let (stopped_tx, stopped_rx) = std::sync::mpsc::channel();
+        rt.spawn(serve(listener, Arc::clone(&shared), stop_rx, stopped_tx));
+        Ok(Upstream {
+            shared,
+            port,
+            stop: Some(stop_tx),
+            stopped: stopped_rx,
+        })
+    }
+}
+
+/// A running upstream on 127.0.0.1. Dropping it closes the listener and every open
+/// connection, so the port refuses connections afterwards.
+pub struct Upstream {
+    shared: Arc<Shared>,
+    port: u16,
+    stop: Option<oneshot::Sender<()>>,
+    stopped: std::sync::mpsc::Receiver<()>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("name", &self.name())
+            .field("port", &self.port)
+            .field("hits", &self.hits())
+            .finish()
+    }
+}
+
+impl Upstream {
+    /// Starts configuring an upstream called `name` (also the Envoy cluster name).
+    pub fn builder(name: &str) -> UpstreamBuilder {
+        UpstreamBuilder {
+            name: name.to_owned(),
+            port: None,
+            delay: Duration::ZERO,
+            status: 200,
+        }
+    }
+
+    /// The name, as sent in `x-upstream` and the body.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// The port it listens on (127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Requests received so far (counted on arrival, before any delay).
+    pub fn hits(&self) -> u64 {
+        self.shared.hits.load(Ordering::SeqCst)
+    }
+
+    /// Requests received so far whose path (without query) is `path`.
+    pub fn hits_for(&self, path: &str) -> u64 {
+        let by_path = self
+            .shared
+            .hits_by_path
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        by_path.get(path).copied().unwrap_or(0)
+    }
+
+    /// Answers later requests with `status`.
+    pub fn set_status(&self, status: u16) {
+        self.shared.status.store(status, Ordering::SeqCst);
+    }
+
+    /// Delays later requests by `delay`.
+    pub fn set_delay(&self, delay: Duration) {
+        self.shared
+            .delay_ms
+            .store(duration_ms(delay), Ordering::SeqCst);
+    }
+
+    /// Server-side errors seen so far (accept failures, broken connections, bad statuses).
+    /// A healthy test expects this to be empty.
+    pub fn errors(&self) -> Vec<String> {
+        self.shared
+            .errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        // Wait until the listener and connections are really closed.
+        let _ = self.stopped.recv_timeout(Duration::from_secs(5));
+    }
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+async fn serve(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    mut stop: oneshot::Receiver<()>,
+    stopped: std::sync::mpsc::Sender<()>,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => {
+                    let shared = Arc::clone(&shared);
+                    connections.spawn(async move {
+                        let svc_shared = Arc::clone(&shared);
+                        let service = service_fn(move |req| handle(Arc::clone(&svc_shared), req));
+                        if let Err(e) = http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await
+                        {
+                            shared.record_error(format!("connection: {e}"));
+                        }
+                    });
+                }
+                Err(e) => {
+                    shared.record_error(format!("accept: {e}"));
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+            // Reap finished connection tasks so the set does not grow forever.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    drop(listener);
+    connections.shutdown().await;
+    let _ = stopped.send(());
+}
+
+async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    shared.hits.fetch_add(1, Ordering::SeqCst);
+    *shared
+        .hits_by_path
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(req.uri().path().to_owned())
+        .or_insert(0) += 1;
+    let seen = req
+        .headers()
+        .get(CLUSTER_HEADER)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .unwrap_or_default();
+    let delay = shared.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let status = shared.status.load(Ordering::SeqCst);
+    let mut response = Response::new(Full::new(Bytes::from(format!("{}\n", shared.name))));
+    match hyper::StatusCode::from_u16(status) {
+        Ok(code) => *response.status_mut() = code,
+        Err(_) => {
+            shared.record_error(format!("invalid status {status}, answered 500"));
+            *response.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+        }
+    }
+    let headers = response.headers_mut();
+    if let Ok(v) = hyper::header::HeaderValue::from_str(&shared.name) {
+        headers.insert("x-upstream", v);
+    }
+    if let Ok(v) = hyper::header::HeaderValue::from_str(&seen) {
+        headers.insert("x-seen-cluster-header", v);
+    }
+    Ok(response)
+}
