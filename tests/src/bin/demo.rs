@@ -98,8 +98,10 @@ fn run() -> Result<(), String> {
     let url = envoy.url("/");
     let mut non_200 = 0u64;
     let mut failed = 0u64;
+    // A new connection per request, so the kernel spreads them over both workers and the
+    // spread shows the one global order, not one worker's.
     for _ in 0..args.requests {
-        match client::try_get_with(&url, &[]) {
+        match client::try_get_with(&url, &[("connection", "close")]) {
             Ok(r) if r.status == 200 => {}
             Ok(_) => non_200 += 1,
             Err(_) => failed += 1,
@@ -132,6 +134,14 @@ fn run() -> Result<(), String> {
             failed as f64 * 100.0 / total
         );
     }
+    let listener = format!("listener.127.0.0.1_{}", envoy.listener_port());
+    let per_worker: Vec<String> = (0..2)
+        .map(|w| {
+            let stat = format!("{listener}.worker_{w}.downstream_cx_total");
+            format!("worker_{w}: {}", envoy.stat(&stat).unwrap_or(0))
+        })
+        .collect();
+    println!("\nconnections per Envoy worker: {}", per_worker.join(", "));
     for upstream in &upstreams {
         for error in upstream.errors() {
             eprintln!("{}: server error: {error}", upstream.name());

