@@ -1,13 +1,43 @@
 //! The per-request decision: which backend's cluster goes into the cluster header.
 //!
-//! A [`Balancer`] is built once per configuration (the rotation is laid out there, never per
-//! request) and asked once per request, with the shared store that keeps the global state.
+//! A [`Balancer`] is built once per configuration (rotation, ring and prefix sums are laid out
+//! there, never per request) and asked once per request with the shared store that keeps the
+//! global state and a view of the request. Shared-data cost per request: round-robin one ticket
+//! (a get and a CAS set); least-request and bounded-load hashing one get and one CAS set to
+//! pick, and the same again to release at the end of the stream; random and plain hashing none.
 
-use crate::config::{Config, ConfigError, Policy};
+use std::cell::RefCell;
+use std::fmt::Write as _;
+
+use fastrand::Rng;
+
+use crate::config::{Config, ConfigError, HashSource, OnMissingKey, Policy};
+use crate::inflight::{Commit, InflightTable, Snapshot};
 use crate::policy::round_robin::RotationError;
-use crate::policy::Rotation;
+use crate::policy::{Ketama, LeastRequest, Rotation, WeightedRandom};
+use crate::request_key::{self, RequestView};
 use crate::store::{SetError, SharedStore};
 use crate::ticket::{Ticket, TicketCounter};
+
+/// How the backend was chosen (for debug logs and tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// Round-robin ticket.
+    Ticket(Ticket),
+    /// Weighted random.
+    Random,
+    /// Least request; `Deferred` when the in-flight count could not be written yet.
+    LeastRequest(Commit),
+    /// The key hashed to this point of the ring; `skipped` overloaded backends were passed.
+    Hash {
+        /// The key's ketama hash.
+        hash: u32,
+        /// Backends passed along the ring because they were over the bounded load.
+        skipped: u32,
+    },
+    /// A hashing policy found no key and fell back to round-robin.
+    MissingKey(Ticket),
+}
 
 /// The backend chosen for one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,30 +46,90 @@ pub struct Choice<'a> {
     pub index: usize,
     /// Its cluster name: the value for the cluster header.
     pub cluster: &'a str,
-    /// The round-robin ticket that chose it.
-    pub ticket: Ticket,
+    /// Whether an in-flight count was taken, to give back with [`Balancer::release`] when the
+    /// stream ends.
+    pub counted: bool,
+    /// How it was chosen.
+    pub reason: Reason,
+}
+
+/// What to do with a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision<'a> {
+    /// Send it to this backend.
+    Route(Choice<'a>),
+    /// Answer locally (a hashing policy with `on_missing_key: reject` found no key).
+    Reject {
+        /// HTTP status.
+        status: u32,
+        /// Response body, one line.
+        body: &'a str,
+    },
+}
+
+/// The policy-specific part, built once per configuration.
+#[derive(Debug)]
+enum Selector {
+    RoundRobin,
+    Random(WeightedRandom),
+    LeastRequest(LeastRequest),
+    Hash(Ketama),
 }
 
 /// Everything needed to choose backends under one configuration.
 #[derive(Debug)]
 pub struct Balancer {
     config: Config,
+    selector: Selector,
+    /// The global order: the round-robin policy, and the fallback for requests without a key.
     rotation: Rotation,
     tickets: TicketCounter,
+    /// In-flight counts, for least-request and bounded-load hashing.
+    inflight: Option<InflightTable>,
+    /// Every backend index: the population selections draw from.
+    all: Vec<usize>,
+    rng: RefCell<Rng>,
+    missing_key_body: String,
 }
 
 impl Balancer {
     /// Prepares `config` for requests. `namespace` keeps this filter's shared-data keys apart
-    /// from other eisodos filters in the same VM (the plugin name is a good one).
-    pub fn new(config: Config, namespace: &str) -> Result<Self, ConfigError> {
+    /// from other eisodos filters in the same VM (the plugin name is a good one); `seed` seeds
+    /// this VM's random source.
+    pub fn new(config: Config, namespace: &str, seed: u64) -> Result<Self, ConfigError> {
         let weights: Vec<u32> = config.backends.iter().map(|b| b.weight).collect();
-        let rotation = match config.policy {
-            Policy::RoundRobin => Rotation::new(&weights).map_err(rotation_error)?,
+        let rotation = Rotation::new(&weights).map_err(rotation_error)?;
+        let selector = match config.policy {
+            Policy::RoundRobin => Selector::RoundRobin,
+            Policy::Random => Selector::Random(WeightedRandom::new(&weights)),
+            Policy::LeastRequest => {
+                Selector::LeastRequest(LeastRequest::new(&weights, config.least_request))
+            }
+            Policy::ConsistentHash | Policy::IpHash => Selector::Hash(Ketama::new(
+                config
+                    .backends
+                    .iter()
+                    .map(|b| (b.cluster.as_str(), b.weight)),
+            )),
         };
+        let counts_in_flight = config.policy == Policy::LeastRequest
+            || (config.policy.hashes() && config.bounded_load_factor.is_some());
+        let inflight = counts_in_flight.then(|| {
+            InflightTable::new(
+                format!("eisodos.{namespace}.inflight.{}", fingerprint(&config)),
+                config.backends.len(),
+            )
+        });
+        let missing_key_body = missing_key_body(&config);
         Ok(Self {
-            config,
+            all: (0..config.backends.len()).collect(),
+            selector,
             rotation,
             tickets: TicketCounter::new(format!("eisodos.{namespace}.rr_ticket")),
+            inflight,
+            rng: RefCell::new(Rng::with_seed(seed)),
+            missing_key_body,
+            config,
         })
     }
 
@@ -53,33 +143,202 @@ impl Balancer {
         &self.config.cluster_header
     }
 
-    /// The shared-data keys this balancer uses (a fixed, small set per configuration).
+    /// The shared-data keys this balancer uses: a fixed set per configuration (the ticket
+    /// counter, and the in-flight record when the policy counts), never per request.
     pub fn shared_keys(&self) -> Vec<&str> {
-        vec![self.tickets.key()]
+        let mut keys = vec![self.tickets.key()];
+        keys.extend(self.inflight.as_ref().map(InflightTable::key));
+        keys
     }
 
     /// Creates the shared-data keys that do not exist yet (configure time), keeping existing
     /// state so a reconfiguration continues where the last configuration stopped.
     pub fn create_shared_keys(&self, store: &dyn SharedStore) -> Result<(), SetError> {
-        self.tickets.ensure_created(store)
-    }
-
-    /// Chooses the backend for one request. Always returns one: shared-data trouble degrades
-    /// the order (see [`crate::ticket::TicketSource`]), never the request.
-    pub fn choose(&self, store: &dyn SharedStore) -> Choice<'_> {
-        let ticket = self.tickets.take(store);
-        let index = self.rotation.pick(ticket.value);
-        let cluster = self
-            .config
-            .backends
-            .get(index)
-            .map_or("", |backend| backend.cluster.as_str());
-        Choice {
-            index,
-            cluster,
-            ticket,
+        self.tickets.ensure_created(store)?;
+        match &self.inflight {
+            Some(table) => table.ensure_created(store),
+            None => Ok(()),
         }
     }
+
+    /// Whether requests hold in-flight counts (and the filter should flush debt periodically).
+    pub fn counts_in_flight(&self) -> bool {
+        self.inflight.is_some()
+    }
+
+    /// Chooses the backend for one request. Shared-data trouble degrades the balance (see
+    /// [`crate::ticket::TicketSource`] and [`crate::inflight`]), never the request.
+    pub fn choose(&self, store: &dyn SharedStore, request: &dyn RequestView) -> Decision<'_> {
+        let route = |index: usize, counted: bool, reason: Reason| {
+            Decision::Route(Choice {
+                index,
+                cluster: self.cluster(index),
+                counted,
+                reason,
+            })
+        };
+        match &self.selector {
+            Selector::RoundRobin => {
+                let ticket = self.tickets.take(store);
+                route(
+                    self.rotation.pick(ticket.value),
+                    false,
+                    Reason::Ticket(ticket),
+                )
+            }
+            Selector::Random(random) => {
+                let index = random.pick(&mut self.rng.borrow_mut()).unwrap_or(0);
+                route(index, false, Reason::Random)
+            }
+            Selector::LeastRequest(least) => {
+                let mut rng = self.rng.borrow_mut();
+                let picked = self.inflight.as_ref().and_then(|table| {
+                    table.acquire(store, |counts| {
+                        least.pick(&self.all, |i| counts.get(i), &mut rng)
+                    })
+                });
+                match picked {
+                    Some((index, commit)) => route(index, true, Reason::LeastRequest(commit)),
+                    None => route(0, false, Reason::Random),
+                }
+            }
+            Selector::Hash(ring) => {
+                let key = match self.config.policy {
+                    Policy::IpHash => request
+                        .source_address()
+                        .and_then(|address| request_key::ip_key(&address, self.config.ip_hash)),
+                    _ => request_key::extract(&self.config.hash_key, request),
+                };
+                let Some(key) = key else {
+                    return match self.config.on_missing_key {
+                        OnMissingKey::RoundRobin => {
+                            let ticket = self.tickets.take(store);
+                            let index = self.rotation.pick(ticket.value);
+                            route(index, false, Reason::MissingKey(ticket))
+                        }
+                        OnMissingKey::Reject => Decision::Reject {
+                            status: 400,
+                            body: &self.missing_key_body,
+                        },
+                    };
+                };
+                let hash = Ketama::hash_key(&key);
+                match (&self.inflight, self.config.bounded_load_factor) {
+                    (Some(table), Some(factor)) => {
+                        let mut skipped = 0;
+                        let picked = table.acquire(store, |counts| {
+                            let (index, passed) = self.bounded(ring, hash, factor, counts);
+                            skipped = passed;
+                            index
+                        });
+                        match picked {
+                            Some((index, _)) => route(index, true, Reason::Hash { hash, skipped }),
+                            None => route(0, false, Reason::Hash { hash, skipped }),
+                        }
+                    }
+                    _ => {
+                        let index = ring.backend_for(hash).unwrap_or(0);
+                        route(index, false, Reason::Hash { hash, skipped: 0 })
+                    }
+                }
+            }
+        }
+    }
+
+    /// Gives back the in-flight count of a [`Choice`] with `counted` set, when its stream ends.
+    pub fn release(&self, store: &dyn SharedStore, index: usize) -> Commit {
+        match &self.inflight {
+            Some(table) => table.release(store, index),
+            None => Commit::Written,
+        }
+    }
+
+    /// Writes in-flight changes this VM could not write at the time (call on a timer).
+    pub fn flush(&self, store: &dyn SharedStore) -> Commit {
+        match &self.inflight {
+            Some(table) => table.flush(store),
+            None => Commit::Written,
+        }
+    }
+
+    /// Current in-flight count per backend (for status and tests); empty when not counted.
+    pub fn in_flight(&self, store: &dyn SharedStore) -> Vec<u32> {
+        self.inflight
+            .as_ref()
+            .map(|table| table.counts(store))
+            .unwrap_or_default()
+    }
+
+    /// Consistent hashing with bounded loads (Mirrokni, Thorup, Zadimoghaddam): a backend
+    /// takes the request only while its in-flight count stays within
+    /// `ceil(factor × (total + 1) / backends)`; otherwise the walk goes on along the ring. At
+    /// least one backend is always under that bound, so the walk always ends.
+    fn bounded(
+        &self,
+        ring: &Ketama,
+        hash: u32,
+        factor: f64,
+        counts: &Snapshot<'_>,
+    ) -> (Option<usize>, u32) {
+        let backends = self.config.backends.len();
+        let total: u64 = (0..backends).map(|i| u64::from(counts.get(i))).sum();
+        let capacity = (factor * (total + 1) as f64 / backends as f64).ceil();
+        let mut skipped = 0;
+        for index in ring.walk(hash) {
+            if f64::from(counts.get(index)) + 1.0 <= capacity {
+                return (Some(index), skipped);
+            }
+            skipped += 1;
+        }
+        // Unreachable by the bound's arithmetic; keep the key's own backend if it happens.
+        (ring.backend_for(hash), skipped)
+    }
+
+    fn cluster(&self, index: usize) -> &str {
+        self.config
+            .backends
+            .get(index)
+            .map_or("", |backend| backend.cluster.as_str())
+    }
+}
+
+/// Identifies a backend list, so in-flight records of different lists never mix.
+fn fingerprint(config: &Config) -> String {
+    let mut context = md5::Context::new();
+    for backend in &config.backends {
+        context.consume(backend.cluster.as_bytes());
+        context.consume([0]);
+    }
+    let digest = context.finalize();
+    digest
+        .0
+        .iter()
+        .take(6)
+        .fold(String::with_capacity(12), |mut hex, byte| {
+            let _ = write!(hex, "{byte:02x}");
+            hex
+        })
+}
+
+fn missing_key_body(config: &Config) -> String {
+    let sources: Vec<String> = match config.policy {
+        Policy::IpHash => vec!["the client IP address".into()],
+        _ => config
+            .hash_key
+            .iter()
+            .map(|source| match source {
+                HashSource::Header(name) => format!("header {name}"),
+                HashSource::Cookie(name) => format!("cookie {name}"),
+                HashSource::Query(name) => format!("query parameter {name}"),
+                HashSource::Path(_) => "the path".into(),
+                HashSource::SourceIp(_) => "the client IP address".into(),
+            })
+            .collect(),
+    };
+    format!(
+        "eisodos: the request has no hash key (looked for {})\n",
+        sources.join(", ")
+    )
 }
 
 fn rotation_error(err: RotationError) -> ConfigError {
@@ -102,19 +361,75 @@ mod tests {
     use super::*;
     use crate::memory_store::MemoryStore;
     use crate::ticket::TicketSource;
+    use std::collections::HashMap;
+
+    /// A request with some headers and a client address.
+    #[derive(Default, Clone)]
+    struct Request {
+        headers: HashMap<String, Vec<u8>>,
+        source: Option<String>,
+    }
+
+    impl Request {
+        fn header(name: &str, value: &str) -> Self {
+            let mut request = Self::default();
+            request
+                .headers
+                .insert(name.into(), value.as_bytes().to_vec());
+            request
+        }
+        fn from(address: &str) -> Self {
+            Self {
+                source: Some(address.into()),
+                ..Self::default()
+            }
+        }
+    }
+
+    impl RequestView for Request {
+        fn header(&self, name: &str) -> Option<Vec<u8>> {
+            self.headers.get(name).cloned()
+        }
+        fn path(&self) -> Option<Vec<u8>> {
+            self.header(":path")
+        }
+        fn source_address(&self) -> Option<String> {
+            self.source.clone()
+        }
+    }
 
     fn balancer(json: &str) -> Balancer {
-        Balancer::new(Config::parse(json.as_bytes()).unwrap(), "test").unwrap()
+        balancer_seeded(json, 1)
+    }
+
+    fn balancer_seeded(json: &str, seed: u64) -> Balancer {
+        Balancer::new(Config::parse(json.as_bytes()).unwrap(), "test", seed).unwrap()
+    }
+
+    fn route<'a>(decision: Decision<'a>) -> Choice<'a> {
+        match decision {
+            Decision::Route(choice) => choice,
+            other => panic!("expected a route, got {other:?}"),
+        }
     }
 
     const THREE: &str = r#"{"backends": [{"cluster": "a"}, {"cluster": "b"}, {"cluster": "c"}]}"#;
+
+    fn with_policy(policy_fields: &str) -> String {
+        format!(
+            r#"{{{policy_fields}, "backends": [{{"cluster": "a"}}, {{"cluster": "b"}}, {{"cluster": "c"}}]}}"#
+        )
+    }
 
     #[test]
     fn round_robin_over_three_equal_backends() {
         let store = MemoryStore::new();
         let balancer = balancer(THREE);
         balancer.create_shared_keys(&store).unwrap();
-        let picks: Vec<&str> = (0..6).map(|_| balancer.choose(&store).cluster).collect();
+        let none = Request::default();
+        let picks: Vec<&str> = (0..6)
+            .map(|_| route(balancer.choose(&store, &none)).cluster)
+            .collect();
         assert_eq!(picks, ["a", "b", "c", "a", "b", "c"]);
     }
 
@@ -129,8 +444,14 @@ mod tests {
         let mut counts = [0; 3];
         for i in 0..300 {
             let worker = if i % 7 < 3 { &worker_1 } else { &worker_2 };
-            let choice = worker.choose(&store);
-            assert_eq!(choice.ticket.source, TicketSource::Shared);
+            let choice = route(worker.choose(&store, &Request::default()));
+            assert_eq!(
+                choice.reason,
+                Reason::Ticket(Ticket {
+                    value: i,
+                    source: TicketSource::Shared
+                })
+            );
             counts[choice.index] += 1;
         }
         assert_eq!(counts, [100, 100, 100]);
@@ -143,7 +464,9 @@ mod tests {
             r#"{"backends": [{"cluster": "a", "weight": 5}, {"cluster": "b"}, {"cluster": "c"}]}"#,
         );
         balancer.create_shared_keys(&store).unwrap();
-        let picks: String = (0..7).map(|_| balancer.choose(&store).cluster).collect();
+        let picks: String = (0..7)
+            .map(|_| route(balancer.choose(&store, &Request::default())).cluster)
+            .collect();
         assert_eq!(picks, "aabacaa");
     }
 
@@ -151,11 +474,11 @@ mod tests {
     fn namespaces_keep_filters_apart() {
         let store = MemoryStore::new();
         let config = Config::parse(THREE.as_bytes()).unwrap();
-        let one = Balancer::new(config.clone(), "one").unwrap();
-        let two = Balancer::new(config, "two").unwrap();
+        let one = Balancer::new(config.clone(), "one", 0).unwrap();
+        let two = Balancer::new(config, "two", 0).unwrap();
         assert_ne!(one.shared_keys(), two.shared_keys());
-        one.choose(&store);
-        assert_eq!(two.choose(&store).cluster, "a");
+        one.choose(&store, &Request::default());
+        assert_eq!(route(two.choose(&store, &Request::default())).cluster, "a");
     }
 
     #[test]
@@ -166,7 +489,190 @@ mod tests {
         let config =
             Config::parse(format!(r#"{{"backends": [{}]}}"#, backends.join(",")).as_bytes())
                 .unwrap();
-        let err = Balancer::new(config, "test").unwrap_err();
+        let err = Balancer::new(config, "test", 0).unwrap_err();
         assert_eq!(err.field, "backends");
+    }
+
+    #[test]
+    fn least_request_counts_until_release() {
+        let store = MemoryStore::new();
+        let balancer = balancer(&with_policy(
+            r#""policy": "least_request", "least_request": {"choice_count": 3}"#,
+        ));
+        balancer.create_shared_keys(&store).unwrap();
+        assert_eq!(balancer.shared_keys().len(), 2);
+        let held: Vec<Choice<'_>> = (0..6)
+            .map(|_| route(balancer.choose(&store, &Request::default())))
+            .collect();
+        assert!(held.iter().all(|c| c.counted));
+        // Six requests held over three backends, comparing all three: filled evenly.
+        assert_eq!(balancer.in_flight(&store), [2, 2, 2]);
+        for choice in &held {
+            balancer.release(&store, choice.index);
+        }
+        assert_eq!(balancer.in_flight(&store), [0, 0, 0]);
+    }
+
+    #[test]
+    fn least_request_avoids_the_loaded_backend() {
+        let store = MemoryStore::new();
+        let balancer = balancer(&with_policy(r#""policy": "least_request""#));
+        balancer.create_shared_keys(&store).unwrap();
+        // Backend c is stuck with many requests (a slow upstream).
+        for _ in 0..3000 {
+            let choice = route(balancer.choose(&store, &Request::default()));
+            if choice.index != 2 {
+                balancer.release(&store, choice.index);
+            }
+            if balancer.in_flight(&store)[2] >= 5 {
+                break;
+            }
+        }
+        let before = balancer.in_flight(&store)[2];
+        for _ in 0..1000 {
+            let choice = route(balancer.choose(&store, &Request::default()));
+            assert_ne!(
+                choice.index, 2,
+                "c has {before} in flight, the others at most 1"
+            );
+            balancer.release(&store, choice.index);
+        }
+    }
+
+    #[test]
+    fn random_needs_no_shared_data() {
+        let store = MemoryStore::new();
+        let balancer = balancer(&with_policy(r#""policy": "random""#));
+        let mut counts = [0; 3];
+        for _ in 0..3000 {
+            counts[route(balancer.choose(&store, &Request::default())).index] += 1;
+        }
+        assert_eq!(store.op_counts(), (0, 0));
+        assert!(
+            counts.iter().all(|&n| (850..1150).contains(&n)),
+            "{counts:?}"
+        );
+    }
+
+    const HASHED: &str =
+        r#""policy": "consistent_hash", "hash_key": [{"header": "x-user"}, {"cookie": "s"}]"#;
+
+    #[test]
+    fn consistent_hash_is_the_same_across_balancers_and_seeds() {
+        let store = MemoryStore::new();
+        let one = balancer_seeded(&with_policy(HASHED), 1);
+        let two = balancer_seeded(&with_policy(HASHED), 99);
+        let mut spread = [0; 3];
+        for user in 0..300 {
+            let request = Request::header("x-user", &format!("user-{user}"));
+            let a = route(one.choose(&store, &request));
+            let b = route(two.choose(&store, &request));
+            assert_eq!(a.index, b.index);
+            assert_eq!(
+                a.reason,
+                Reason::Hash {
+                    hash: Ketama::hash_key(format!("user-{user}").as_bytes()),
+                    skipped: 0
+                }
+            );
+            spread[a.index] += 1;
+        }
+        assert_eq!(
+            store.op_counts(),
+            (0, 0),
+            "plain hashing touches no shared data"
+        );
+        assert!(spread.iter().all(|&n| n > 50), "{spread:?}");
+    }
+
+    #[test]
+    fn missing_key_falls_back_to_round_robin_or_is_rejected() {
+        let store = MemoryStore::new();
+        let fallback = balancer(&with_policy(HASHED));
+        fallback.create_shared_keys(&store).unwrap();
+        let picks: Vec<usize> = (0..3)
+            .map(|_| route(fallback.choose(&store, &Request::default())).index)
+            .collect();
+        assert_eq!(picks, [0, 1, 2]);
+
+        let reject = balancer(&with_policy(&format!(
+            r#"{HASHED}, "on_missing_key": "reject""#
+        )));
+        assert_eq!(
+            reject.choose(&store, &Request::default()),
+            Decision::Reject {
+                status: 400,
+                body: "eisodos: the request has no hash key (looked for header x-user, cookie s)\n"
+            }
+        );
+        let cookie = Request::header("cookie", "s=abc");
+        assert!(matches!(reject.choose(&store, &cookie), Decision::Route(_)));
+    }
+
+    #[test]
+    fn bounded_load_walks_past_an_overloaded_backend() {
+        let store = MemoryStore::new();
+        let bounded = balancer(&with_policy(&format!(
+            r#"{HASHED}, "bounded_load_factor": 1.25"#
+        )));
+        bounded.create_shared_keys(&store).unwrap();
+        let request = Request::header("x-user", "hot-key");
+        let home = route(bounded.choose(&store, &request));
+        assert!(home.counted);
+        // One hot key, requests held: its backend fills up to the bound, then the ring's next.
+        let mut held = vec![home];
+        for _ in 0..29 {
+            held.push(route(bounded.choose(&store, &request)));
+        }
+        let counts = bounded.in_flight(&store);
+        // capacity = ceil(1.25 * 30 / 3) = 13 at most per backend.
+        assert!(counts.iter().all(|&n| n <= 13), "{counts:?}");
+        assert!(
+            counts[home.index] >= 12,
+            "the key's own backend is filled first: {counts:?}"
+        );
+        assert!(held
+            .iter()
+            .any(|c| matches!(c.reason, Reason::Hash { skipped: 1.., .. })));
+        for choice in held {
+            bounded.release(&store, choice.index);
+        }
+        assert_eq!(bounded.in_flight(&store), [0, 0, 0]);
+    }
+
+    #[test]
+    fn ip_hash_keeps_a_subnet_together() {
+        let store = MemoryStore::new();
+        let by_subnet = balancer(&with_policy(
+            r#""policy": "ip_hash", "ip_hash": {"ipv4_prefix": 24}"#,
+        ));
+        let by_host = balancer(&with_policy(r#""policy": "ip_hash""#));
+        let subnet_home = route(by_subnet.choose(&store, &Request::from("10.9.8.1:1000"))).index;
+        let mut hosts_spread = [0; 3];
+        for host in 1..=254 {
+            let request = Request::from(&format!("10.9.8.{host}:{}", 1000 + host));
+            assert_eq!(route(by_subnet.choose(&store, &request)).index, subnet_home);
+            hosts_spread[route(by_host.choose(&store, &request)).index] += 1;
+        }
+        assert!(hosts_spread.iter().all(|&n| n > 30), "{hosts_spread:?}");
+        let key = Ketama::hash_key(b"10.9.8.0");
+        assert_eq!(
+            route(by_subnet.choose(&store, &Request::from("10.9.8.7:1"))).reason,
+            Reason::Hash {
+                hash: key,
+                skipped: 0
+            }
+        );
+    }
+
+    #[test]
+    fn inflight_records_of_different_backend_lists_do_not_mix() {
+        let one = balancer(&with_policy(r#""policy": "least_request""#));
+        let two = balancer(
+            r#"{"policy": "least_request", "backends": [{"cluster": "a"}, {"cluster": "b"}]}"#,
+        );
+        assert_ne!(one.shared_keys()[1], two.shared_keys()[1]);
+        let same = balancer(&with_policy(r#""policy": "least_request""#));
+        assert_eq!(one.shared_keys(), same.shared_keys());
     }
 }

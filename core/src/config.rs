@@ -15,6 +15,14 @@ pub const MAX_BACKENDS: usize = 1000;
 pub const MAX_WEIGHT: u32 = 1000;
 /// Longest cluster name or header name accepted (Envoy has no limit; the header has to carry it).
 pub const MAX_NAME_LEN: usize = 256;
+/// Most distinct candidates least-request compares.
+pub const MAX_CHOICE_COUNT: u32 = 100;
+/// Most `hash_key` sources.
+pub const MAX_HASH_SOURCES: usize = 8;
+/// Largest `active_request_bias` accepted (Envoy sets none; beyond this the share is ~0).
+pub const MAX_ACTIVE_REQUEST_BIAS: f64 = 10.0;
+/// Largest `bounded_load_factor` accepted.
+pub const MAX_BOUNDED_LOAD_FACTOR: f64 = 100.0;
 
 /// A configuration rejected: which field, and why. Displays as one line, `field: reason`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +58,14 @@ pub enum Policy {
     /// One global order over all workers, honouring weights (smooth weighted round-robin).
     #[default]
     RoundRobin,
+    /// The least loaded of a few distinct random picks (in-flight counts in shared data).
+    LeastRequest,
+    /// libketama-compatible consistent hashing of a key taken from the request.
+    ConsistentHash,
+    /// Consistent hashing of the client address, masked to a prefix.
+    IpHash,
+    /// Weighted random.
+    Random,
 }
 
 impl Policy {
@@ -57,6 +73,84 @@ impl Policy {
     pub fn name(self) -> &'static str {
         match self {
             Policy::RoundRobin => "round_robin",
+            Policy::LeastRequest => "least_request",
+            Policy::ConsistentHash => "consistent_hash",
+            Policy::IpHash => "ip_hash",
+            Policy::Random => "random",
+        }
+    }
+
+    /// Whether the policy hashes a request key (and so honours `on_missing_key` and
+    /// `bounded_load_factor`).
+    pub fn hashes(self) -> bool {
+        matches!(self, Policy::ConsistentHash | Policy::IpHash)
+    }
+}
+
+/// Where a consistent-hash key comes from; the first source present in the request wins.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum HashSource {
+    /// A request header's value (lower-case name).
+    Header(String),
+    /// A cookie's value, from the `cookie` header.
+    Cookie(String),
+    /// A query parameter's raw (not percent-decoded) value.
+    Query(String),
+    /// The request path without the query string.
+    Path(Empty),
+    /// The client IP address as Envoy reports it (`source.address`, without the port).
+    SourceIp(Empty),
+}
+
+/// An empty JSON object, `{}`: the argument of sources that take none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Empty {}
+
+/// What a hashing policy does with a request that has no key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnMissingKey {
+    /// Send it by the global round-robin order.
+    #[default]
+    RoundRobin,
+    /// Answer 400 locally, naming the sources looked for.
+    Reject,
+}
+
+/// Least-request tuning, as Envoy's `least_request_lb_config`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LeastRequestConfig {
+    /// Distinct random candidates compared when weights are equal (`2..=MAX_CHOICE_COUNT`).
+    pub choice_count: u32,
+    /// With unequal weights, a backend's share is `weight / (active + 1) ^ bias`.
+    pub active_request_bias: f64,
+}
+
+impl Default for LeastRequestConfig {
+    fn default() -> Self {
+        Self {
+            choice_count: 2,
+            active_request_bias: 1.0,
+        }
+    }
+}
+
+/// IP-hash tuning: how much of the client address is hashed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpHashConfig {
+    /// Leading bits of an IPv4 address kept (`1..=32`).
+    pub ipv4_prefix: u8,
+    /// Leading bits of an IPv6 address kept (`1..=128`).
+    pub ipv6_prefix: u8,
+}
+
+impl Default for IpHashConfig {
+    fn default() -> Self {
+        Self {
+            ipv4_prefix: 32,
+            ipv6_prefix: 128,
         }
     }
 }
@@ -70,8 +164,9 @@ pub struct Backend {
     pub weight: u32,
 }
 
-/// A validated configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A validated configuration. Sections that do not apply to the policy are rejected at
+/// parse time, so what is here is what takes effect.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// The request header the route's `cluster_header` reads, lower-case.
     pub cluster_header: String,
@@ -79,6 +174,17 @@ pub struct Config {
     pub policy: Policy,
     /// The backends, in configuration order; at least one, cluster names distinct.
     pub backends: Vec<Backend>,
+    /// Least-request tuning (defaults unless the policy is `least_request`).
+    pub least_request: LeastRequestConfig,
+    /// Key sources for `consistent_hash`, in order of preference (empty for other policies).
+    pub hash_key: Vec<HashSource>,
+    /// What `consistent_hash` and `ip_hash` do with a request that has no key.
+    pub on_missing_key: OnMissingKey,
+    /// For `consistent_hash` and `ip_hash`: skip a backend whose in-flight count would exceed
+    /// this factor times the average.
+    pub bounded_load_factor: Option<f64>,
+    /// IP-hash tuning (defaults unless the policy is `ip_hash`).
+    pub ip_hash: IpHashConfig,
 }
 
 #[derive(Deserialize)]
@@ -89,6 +195,25 @@ struct RawConfig {
     #[serde(default)]
     policy: Policy,
     backends: Vec<RawBackend>,
+    least_request: Option<RawLeastRequest>,
+    hash_key: Option<Vec<HashSource>>,
+    on_missing_key: Option<OnMissingKey>,
+    bounded_load_factor: Option<f64>,
+    ip_hash: Option<RawIpHash>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLeastRequest {
+    choice_count: Option<u32>,
+    active_request_bias: Option<f64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIpHash {
+    ipv4_prefix: Option<u8>,
+    ipv6_prefix: Option<u8>,
 }
 
 #[derive(Deserialize)]
@@ -182,9 +307,83 @@ impl RawConfig {
                 ));
             }
         }
+        let policy = self.policy;
+        let only_for = |field: &str, applies: bool, policies: &str| {
+            if applies {
+                Ok(())
+            } else {
+                Err(ConfigError::new(
+                    field,
+                    format!(
+                        "applies only to policy {policies}, not {}; remove it",
+                        policy.name()
+                    ),
+                ))
+            }
+        };
+        let least_request = match self.least_request {
+            None => LeastRequestConfig::default(),
+            Some(raw) => {
+                only_for(
+                    "least_request",
+                    policy == Policy::LeastRequest,
+                    "least_request",
+                )?;
+                raw.validate()?
+            }
+        };
+        let hash_key = match self.hash_key {
+            None if policy == Policy::ConsistentHash => {
+                return Err(ConfigError::new(
+                    "hash_key",
+                    "is required by policy consistent_hash, e.g. [{\"header\": \"x-user-id\"}]",
+                ))
+            }
+            None => Vec::new(),
+            Some(sources) => {
+                only_for(
+                    "hash_key",
+                    policy == Policy::ConsistentHash,
+                    "consistent_hash",
+                )?;
+                validate_hash_sources(&sources)?;
+                sources
+            }
+        };
+        let on_missing_key = match self.on_missing_key {
+            None => OnMissingKey::default(),
+            Some(choice) => {
+                only_for(
+                    "on_missing_key",
+                    policy.hashes(),
+                    "consistent_hash or ip_hash",
+                )?;
+                choice
+            }
+        };
+        if let Some(factor) = self.bounded_load_factor {
+            only_for(
+                "bounded_load_factor",
+                policy.hashes(),
+                "consistent_hash or ip_hash",
+            )?;
+            if !(1.0..=MAX_BOUNDED_LOAD_FACTOR).contains(&factor) {
+                return Err(ConfigError::new(
+                    "bounded_load_factor",
+                    format!("must be between 1.0 and {MAX_BOUNDED_LOAD_FACTOR}, got {factor}"),
+                ));
+            }
+        }
+        let ip_hash = match self.ip_hash {
+            None => IpHashConfig::default(),
+            Some(raw) => {
+                only_for("ip_hash", policy == Policy::IpHash, "ip_hash")?;
+                raw.validate()?
+            }
+        };
         Ok(Config {
             cluster_header,
-            policy: self.policy,
+            policy,
             backends: self
                 .backends
                 .into_iter()
@@ -193,8 +392,109 @@ impl RawConfig {
                     weight: raw.weight,
                 })
                 .collect(),
+            least_request,
+            hash_key,
+            on_missing_key,
+            bounded_load_factor: self.bounded_load_factor,
+            ip_hash,
         })
     }
+}
+
+impl RawLeastRequest {
+    fn validate(self) -> Result<LeastRequestConfig, ConfigError> {
+        let defaults = LeastRequestConfig::default();
+        let choice_count = self.choice_count.unwrap_or(defaults.choice_count);
+        if !(2..=MAX_CHOICE_COUNT).contains(&choice_count) {
+            return Err(ConfigError::new(
+                "least_request.choice_count",
+                format!("must be between 2 and {MAX_CHOICE_COUNT}, got {choice_count}"),
+            ));
+        }
+        let active_request_bias = self
+            .active_request_bias
+            .unwrap_or(defaults.active_request_bias);
+        if !(0.0..=MAX_ACTIVE_REQUEST_BIAS).contains(&active_request_bias) {
+            return Err(ConfigError::new(
+                "least_request.active_request_bias",
+                format!(
+                    "must be between 0.0 and {MAX_ACTIVE_REQUEST_BIAS}, got {active_request_bias}"
+                ),
+            ));
+        }
+        Ok(LeastRequestConfig {
+            choice_count,
+            active_request_bias,
+        })
+    }
+}
+
+impl RawIpHash {
+    fn validate(self) -> Result<IpHashConfig, ConfigError> {
+        let defaults = IpHashConfig::default();
+        let ipv4_prefix = self.ipv4_prefix.unwrap_or(defaults.ipv4_prefix);
+        if !(1..=32).contains(&ipv4_prefix) {
+            return Err(ConfigError::new(
+                "ip_hash.ipv4_prefix",
+                format!("must be between 1 and 32, got {ipv4_prefix}"),
+            ));
+        }
+        let ipv6_prefix = self.ipv6_prefix.unwrap_or(defaults.ipv6_prefix);
+        if !(1..=128).contains(&ipv6_prefix) {
+            return Err(ConfigError::new(
+                "ip_hash.ipv6_prefix",
+                format!("must be between 1 and 128, got {ipv6_prefix}"),
+            ));
+        }
+        Ok(IpHashConfig {
+            ipv4_prefix,
+            ipv6_prefix,
+        })
+    }
+}
+
+fn validate_hash_sources(sources: &[HashSource]) -> Result<(), ConfigError> {
+    if sources.is_empty() {
+        return Err(ConfigError::new(
+            "hash_key",
+            "is empty; name at least one source",
+        ));
+    }
+    if sources.len() > MAX_HASH_SOURCES {
+        return Err(ConfigError::new(
+            "hash_key",
+            format!(
+                "has {} sources; at most {MAX_HASH_SOURCES} are supported",
+                sources.len()
+            ),
+        ));
+    }
+    for (i, source) in sources.iter().enumerate() {
+        let problem = match source {
+            HashSource::Header(name) => {
+                if name.bytes().any(|c| c.is_ascii_uppercase()) {
+                    Some(format!("\"{name}\" must be lower-case"))
+                } else {
+                    header_name_problem(name)
+                }
+            }
+            HashSource::Cookie(name) => header_name_problem(name),
+            HashSource::Query(name) => (name.is_empty() || name.len() > MAX_NAME_LEN)
+                .then(|| format!("must be 1 to {MAX_NAME_LEN} bytes")),
+            HashSource::Path(_) | HashSource::SourceIp(_) => None,
+        };
+        if let Some(reason) = problem {
+            let kind = match source {
+                HashSource::Header(_) => "header",
+                HashSource::Cookie(_) => "cookie",
+                HashSource::Query(_) => "query",
+                HashSource::Path(_) => "path",
+                HashSource::SourceIp(_) => "source_ip",
+            };
+            return Err(ConfigError::new(format!("hash_key[{i}].{kind}"), reason));
+        }
+    }
+    Ok(())
 }
 
 /// RFC 9110 token characters: what an HTTP header name may contain.
@@ -386,6 +686,170 @@ mod tests {
                 serde_json::json!({"cluster_header": header, "backends": [{"cluster": "a"}]})
                     .to_string();
             assert_eq!(rejected(&json).field, "cluster_header", "{header:?}");
+        }
+    }
+
+    const A: &str = r#""backends": [{"cluster": "a"}, {"cluster": "b"}]"#;
+
+    #[test]
+    fn every_policy_parses_with_its_section() {
+        let config = parse(&format!(
+            r#"{{"policy": "least_request", "least_request": {{"choice_count": 3, "active_request_bias": 0.5}}, {A}}}"#
+        ))
+        .unwrap();
+        assert_eq!(
+            config.least_request,
+            LeastRequestConfig {
+                choice_count: 3,
+                active_request_bias: 0.5
+            }
+        );
+        let config = parse(&format!(
+            r#"{{"policy": "consistent_hash", "hash_key": [{{"header": "x-user-id"}}, {{"cookie": "session"}}, {{"query": "user"}}, {{"path": {{}}}}, {{"source_ip": {{}}}}], "on_missing_key": "reject", "bounded_load_factor": 1.25, {A}}}"#
+        ))
+        .unwrap();
+        assert_eq!(config.hash_key.len(), 5);
+        assert_eq!(config.hash_key[3], HashSource::Path(Empty {}));
+        assert_eq!(config.on_missing_key, OnMissingKey::Reject);
+        assert_eq!(config.bounded_load_factor, Some(1.25));
+        let config = parse(&format!(
+            r#"{{"policy": "ip_hash", "ip_hash": {{"ipv4_prefix": 24}}, {A}}}"#
+        ))
+        .unwrap();
+        assert_eq!(
+            config.ip_hash,
+            IpHashConfig {
+                ipv4_prefix: 24,
+                ipv6_prefix: 128
+            }
+        );
+        assert_eq!(config.on_missing_key, OnMissingKey::RoundRobin);
+        assert_eq!(
+            parse(&format!(r#"{{"policy": "random", {A}}}"#))
+                .unwrap()
+                .policy,
+            Policy::Random
+        );
+    }
+
+    #[test]
+    fn defaults_of_the_sections() {
+        let config = parse(&format!(r#"{{"policy": "least_request", {A}}}"#)).unwrap();
+        assert_eq!(config.least_request.choice_count, 2);
+        assert_eq!(config.least_request.active_request_bias, 1.0);
+        let config = parse(&format!(r#"{{"policy": "ip_hash", {A}}}"#)).unwrap();
+        assert_eq!(
+            (config.ip_hash.ipv4_prefix, config.ip_hash.ipv6_prefix),
+            (32, 128)
+        );
+        assert_eq!(config.bounded_load_factor, None);
+    }
+
+    #[test]
+    fn sections_for_another_policy_are_rejected() {
+        for (fields, field) in [
+            (r#""least_request": {}"#, "least_request"),
+            (r#""hash_key": [{"header": "x"}]"#, "hash_key"),
+            (r#""on_missing_key": "reject""#, "on_missing_key"),
+            (r#""bounded_load_factor": 1.5"#, "bounded_load_factor"),
+            (r#""ip_hash": {}"#, "ip_hash"),
+        ] {
+            let err = rejected(&format!(r#"{{"policy": "round_robin", {fields}, {A}}}"#));
+            assert_eq!(err.field, field);
+            assert!(err.reason.contains("applies only to policy"), "{err}");
+        }
+        let err = rejected(&format!(
+            r#"{{"policy": "ip_hash", "hash_key": [{{"path": {{}}}}], {A}}}"#
+        ));
+        assert_eq!(err.field, "hash_key");
+    }
+
+    #[test]
+    fn consistent_hash_needs_a_valid_hash_key() {
+        let err = rejected(&format!(r#"{{"policy": "consistent_hash", {A}}}"#));
+        assert_eq!(err.field, "hash_key");
+        assert!(err.reason.contains("required"), "{err}");
+        let err = rejected(&format!(
+            r#"{{"policy": "consistent_hash", "hash_key": [], {A}}}"#
+        ));
+        assert_eq!(err.field, "hash_key");
+        for (source, field) in [
+            (r#"{"header": "X-User"}"#, "hash_key[0].header"),
+            (r#"{"header": ""}"#, "hash_key[0].header"),
+            (r#"{"cookie": "a b"}"#, "hash_key[0].cookie"),
+            (r#"{"query": ""}"#, "hash_key[0].query"),
+        ] {
+            let err = rejected(&format!(
+                r#"{{"policy": "consistent_hash", "hash_key": [{source}], {A}}}"#
+            ));
+            assert_eq!(err.field, field, "{source}");
+        }
+        let err = rejected(&format!(
+            r#"{{"policy": "consistent_hash", "hash_key": [{{"body": "x"}}], {A}}}"#
+        ));
+        assert_eq!(err.field, "hash_key[0]");
+        assert!(err.reason.contains("unknown variant `body`"), "{err}");
+        let err = rejected(&format!(
+            r#"{{"policy": "consistent_hash", "hash_key": [{{"path": {{"x": 1}}}}], {A}}}"#
+        ));
+        assert!(err.field.starts_with("hash_key[0]"), "{err}");
+        let many = [r#"{"path": {}}"#; MAX_HASH_SOURCES + 1].join(",");
+        let err = rejected(&format!(
+            r#"{{"policy": "consistent_hash", "hash_key": [{many}], {A}}}"#
+        ));
+        assert_eq!(err.field, "hash_key");
+    }
+
+    #[test]
+    fn numeric_ranges_of_the_sections() {
+        for (fields, field) in [
+            (
+                r#""policy": "least_request", "least_request": {"choice_count": 1}"#,
+                "least_request.choice_count",
+            ),
+            (
+                r#""policy": "least_request", "least_request": {"choice_count": 101}"#,
+                "least_request.choice_count",
+            ),
+            (
+                r#""policy": "least_request", "least_request": {"active_request_bias": -0.1}"#,
+                "least_request.active_request_bias",
+            ),
+            (
+                r#""policy": "least_request", "least_request": {"active_request_bias": 10.5}"#,
+                "least_request.active_request_bias",
+            ),
+            (
+                r#""policy": "ip_hash", "bounded_load_factor": 0.99"#,
+                "bounded_load_factor",
+            ),
+            (
+                r#""policy": "ip_hash", "bounded_load_factor": 100.5"#,
+                "bounded_load_factor",
+            ),
+            (
+                r#""policy": "ip_hash", "ip_hash": {"ipv4_prefix": 0}"#,
+                "ip_hash.ipv4_prefix",
+            ),
+            (
+                r#""policy": "ip_hash", "ip_hash": {"ipv4_prefix": 33}"#,
+                "ip_hash.ipv4_prefix",
+            ),
+            (
+                r#""policy": "ip_hash", "ip_hash": {"ipv6_prefix": 129}"#,
+                "ip_hash.ipv6_prefix",
+            ),
+            (
+                r#""policy": "ip_hash", "ip_hash": {"ipv6_prefix": 300}"#,
+                "ip_hash.ipv6_prefix",
+            ),
+            (
+                r#""policy": "ip_hash", "ip_hash": {"ipv5_prefix": 8}"#,
+                "ip_hash.ipv5_prefix",
+            ),
+        ] {
+            let err = rejected(&format!("{{{fields}, {A}}}"));
+            assert_eq!(err.field, field, "{fields}: {err}");
         }
     }
 

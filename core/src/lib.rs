@@ -2,11 +2,14 @@
 //!
 //! Everything here is plain Rust with no proxy-wasm dependency, so it is unit-tested natively
 //! and on `wasm32-wasip1`. The filter crate implements [`store::SharedStore`] with Envoy's
-//! shared data and calls [`balancer::Balancer`] once per request.
+//! shared data and [`request_key::RequestView`] with request headers and properties, and calls
+//! [`balancer::Balancer`] once per request.
 
 pub mod balancer;
 pub mod config;
+pub mod inflight;
 pub mod memory_store;
 pub mod policy;
+pub mod request_key;
 pub mod store;
 pub mod ticket;

@@ -6,6 +6,7 @@
 
 mod http;
 mod logger;
+mod request;
 mod root;
 mod shared_data;
 

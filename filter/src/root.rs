@@ -1,7 +1,10 @@
 //! The root context: one per worker VM. Parses the plugin configuration into a
 //! [`Balancer`] that the worker's HTTP contexts share.
 
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
 use std::rc::Rc;
+use std::time::Duration;
 
 use eisodos_core::balancer::Balancer;
 use eisodos_core::config::Config;
@@ -15,6 +18,9 @@ use crate::shared_data::HostStore;
 
 /// Used when Envoy does not report the plugin's name.
 const DEFAULT_NAMESPACE: &str = "eisodos";
+
+/// How often a worker writes in-flight changes it could not write at the time.
+const DEBT_FLUSH_PERIOD: Duration = Duration::from_secs(1);
 
 /// Holds the current configuration's balancer, replaced as a whole on reconfiguration.
 #[derive(Default)]
@@ -39,7 +45,9 @@ impl RootContext for EisodosRoot {
             }
         };
         let namespace = plugin_name().unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
-        let balancer = match Config::parse(&bytes).and_then(|c| Balancer::new(c, &namespace)) {
+        let balancer = match Config::parse(&bytes)
+            .and_then(|config| Balancer::new(config, &namespace, random_seed()))
+        {
             Ok(balancer) => balancer,
             Err(err) => {
                 error!("invalid configuration: {err}");
@@ -57,8 +65,24 @@ impl RootContext for EisodosRoot {
             config.backends.len(),
             config.cluster_header
         );
+        // Requests that lost every CAS left their in-flight change as debt: pay it on a timer
+        // so counts return to zero even when traffic stops.
+        let tick = if balancer.counts_in_flight() {
+            DEBT_FLUSH_PERIOD
+        } else {
+            Duration::ZERO
+        };
+        if let Err(status) = hostcalls::set_tick_period(tick) {
+            warn!("cannot set the tick period: {status:?}");
+        }
         self.balancer = Some(Rc::new(balancer));
         true
+    }
+
+    fn on_tick(&mut self) {
+        if let Some(balancer) = &self.balancer {
+            balancer.flush(&HostStore);
+        }
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -77,4 +101,9 @@ fn plugin_name() -> Option<String> {
     let bytes = hostcalls::get_property(vec!["plugin_name"]).ok()??;
     let name = String::from_utf8(bytes).ok()?;
     (!name.is_empty()).then_some(name)
+}
+
+/// A seed for this VM's random source: std's hash keys come from WASI `random_get`.
+fn random_seed() -> u64 {
+    RandomState::new().build_hasher().finish()
 }

@@ -1,7 +1,12 @@
-//! Selection policies: given a ticket (or later, a key or load), which backend.
+//! Selection policies: pure functions of a ticket, a key hash or in-flight counts to a
+//! backend index. Shared state and request inputs are the balancer's business.
 
 pub mod ketama;
+pub mod least_request;
+pub mod random;
 pub mod round_robin;
 
 pub use ketama::Ketama;
+pub use least_request::LeastRequest;
+pub use random::WeightedRandom;
 pub use round_robin::Rotation;

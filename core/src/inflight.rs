@@ -1,0 +1,337 @@
+//! In-flight request counts per backend, shared by every worker through one shared-data record.
+//!
+//! One record (a little-endian `u32` per backend) rather than a key per backend: a pick reads
+//! every count it may compare with one `get` and commits with one CAS `set`, whatever the
+//! number of candidates. The record's key carries a fingerprint of the backend list, so a
+//! reconfiguration that changes the list starts a new record while requests admitted under the
+//! old one still release into the old one.
+//!
+//! Envoy has no atomic add, so every change is a read-modify-CAS loop with bounded attempts.
+//! A change that runs out of attempts is not lost: it is kept as this VM's *debt* and folded
+//! into its next successful write (a later pick, a later release, or the periodic
+//! [`InflightTable::flush`]). Acquire and release of one request run on one VM, so their
+//! deltas meet in the same debt and the counts return to zero once the traffic stops.
+
+use std::cell::RefCell;
+
+use crate::store::{SetError, SharedStore};
+
+/// Read-modify-CAS attempts before a change becomes debt.
+pub const MAX_CAS_ATTEMPTS: u32 = 16;
+
+/// The counts one pick saw, and how to commit it.
+pub struct Snapshot<'a> {
+    bytes: &'a [u8],
+}
+
+impl Snapshot<'_> {
+    /// In-flight requests on backend `index` (0 for a short or missing record).
+    pub fn get(&self, index: usize) -> u32 {
+        let start = index.saturating_mul(4);
+        self.bytes
+            .get(start..start.saturating_add(4))
+            .and_then(|slot| <[u8; 4]>::try_from(slot).ok())
+            .map_or(0, u32::from_le_bytes)
+    }
+}
+
+/// How a change reached the shared record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commit {
+    /// Written with this VM's debt folded in.
+    Written,
+    /// Not written (contention or a host error): kept as debt.
+    Deferred,
+}
+
+/// The in-flight counts of one configuration's backends.
+#[derive(Debug)]
+pub struct InflightTable {
+    key: String,
+    backends: usize,
+    /// Deltas this VM could not write yet, per backend.
+    debt: RefCell<Vec<i64>>,
+}
+
+impl InflightTable {
+    /// A table for `backends` backends under `key` (which should identify the backend list).
+    pub fn new(key: String, backends: usize) -> Self {
+        Self {
+            key,
+            backends,
+            debt: RefCell::new(vec![0; backends]),
+        }
+    }
+
+    /// The shared-data key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Creates the record (all zero) unless it exists.
+    pub fn ensure_created(&self, store: &dyn SharedStore) -> Result<(), SetError> {
+        match store.get(&self.key) {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => store.set(&self.key, &vec![0; self.backends * 4], None),
+            Err(err) => Err(SetError::Host(err.0)),
+        }
+    }
+
+    /// Reads the counts, lets `choose` pick a backend from them, and counts one more request
+    /// on it. `choose` may run several times (once per attempt) and must be cheap. With no
+    /// readable record it sees all zeros.
+    pub fn acquire(
+        &self,
+        store: &dyn SharedStore,
+        mut choose: impl FnMut(&Snapshot<'_>) -> Option<usize>,
+    ) -> Option<(usize, Commit)> {
+        let mut chosen = None;
+        let commit = self.update(store, |snapshot| {
+            chosen = choose(snapshot);
+            chosen.map(|index| (index, 1))
+        });
+        if let (Some(index), Commit::Deferred) = (chosen, commit) {
+            self.owe(index, 1);
+        }
+        chosen.map(|index| (index, commit))
+    }
+
+    /// Counts one request fewer on backend `index`.
+    pub fn release(&self, store: &dyn SharedStore, index: usize) -> Commit {
+        let commit = self.update(store, |_| Some((index, -1)));
+        if commit == Commit::Deferred {
+            self.owe(index, -1);
+        }
+        commit
+    }
+
+    /// Writes this VM's debt, if any (call periodically, e.g. from the root context's tick).
+    pub fn flush(&self, store: &dyn SharedStore) -> Commit {
+        if self.debt.borrow().iter().all(|&d| d == 0) {
+            return Commit::Written;
+        }
+        self.update(store, |_| Some((0, 0)))
+    }
+
+    /// This VM's outstanding debt per backend (for status and tests).
+    pub fn debt(&self) -> Vec<i64> {
+        self.debt.borrow().clone()
+    }
+
+    /// Reads the current counts (for status and tests).
+    pub fn counts(&self, store: &dyn SharedStore) -> Vec<u32> {
+        let bytes = match store.get(&self.key) {
+            Ok(Some((bytes, _))) => bytes,
+            _ => Vec::new(),
+        };
+        let snapshot = Snapshot { bytes: &bytes };
+        (0..self.backends).map(|i| snapshot.get(i)).collect()
+    }
+
+    /// One read-modify-CAS loop: `change` returns the backend and the delta to apply.
+    fn update(
+        &self,
+        store: &dyn SharedStore,
+        mut change: impl FnMut(&Snapshot<'_>) -> Option<(usize, i64)>,
+    ) -> Commit {
+        for _ in 0..MAX_CAS_ATTEMPTS {
+            let (bytes, cas) = match store.get(&self.key) {
+                Ok(Some((bytes, cas))) => (bytes, Some(cas)),
+                // Only if the record vanished: a write to a missing key always wins.
+                Ok(None) => (Vec::new(), None),
+                Err(_) => return Commit::Deferred,
+            };
+            let Some((index, delta)) = change(&Snapshot { bytes: &bytes }) else {
+                return Commit::Written;
+            };
+            let record = self.apply(&bytes, index, delta);
+            match store.set(&self.key, &record, cas) {
+                Ok(()) => {
+                    self.debt.borrow_mut().iter_mut().for_each(|d| *d = 0);
+                    return Commit::Written;
+                }
+                Err(SetError::CasMismatch) => continue,
+                Err(SetError::Host(_)) => return Commit::Deferred,
+            }
+        }
+        Commit::Deferred
+    }
+
+    /// The record after adding `delta` to `index` and this VM's debt everywhere. Counts never
+    /// go below zero (a release can only follow its own acquire, so zero means a lost record).
+    fn apply(&self, bytes: &[u8], index: usize, delta: i64) -> Vec<u8> {
+        let current = Snapshot { bytes };
+        let debt = self.debt.borrow();
+        let mut record = Vec::with_capacity(self.backends * 4);
+        for (i, owed) in debt.iter().enumerate() {
+            let mut value = i64::from(current.get(i)) + owed;
+            if i == index {
+                value += delta;
+            }
+            let value = u32::try_from(value.max(0)).unwrap_or(u32::MAX);
+            record.extend_from_slice(&value.to_le_bytes());
+        }
+        record
+    }
+
+    fn owe(&self, index: usize, delta: i64) {
+        if let Some(owed) = self.debt.borrow_mut().get_mut(index) {
+            *owed += delta;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory_store::MemoryStore;
+
+    fn table(store: &MemoryStore) -> InflightTable {
+        let table = InflightTable::new("eisodos.test.inflight".into(), 3);
+        table.ensure_created(store).unwrap();
+        table
+    }
+
+    fn bump(old: &[u8]) -> Vec<u8> {
+        // Another worker acquires backend 2.
+        let mut new = old.to_vec();
+        new[8] += 1;
+        new
+    }
+
+    #[test]
+    fn acquire_and_release_count_per_backend() {
+        let store = MemoryStore::new();
+        let table = table(&store);
+        assert_eq!(
+            table.acquire(&store, |_| Some(1)),
+            Some((1, Commit::Written))
+        );
+        assert_eq!(
+            table.acquire(&store, |_| Some(1)),
+            Some((1, Commit::Written))
+        );
+        assert_eq!(
+            table.acquire(&store, |_| Some(0)),
+            Some((0, Commit::Written))
+        );
+        assert_eq!(table.counts(&store), [1, 2, 0]);
+        table.release(&store, 1);
+        assert_eq!(table.counts(&store), [1, 1, 0]);
+    }
+
+    #[test]
+    fn one_get_and_one_set_per_uncontended_change() {
+        let store = MemoryStore::new();
+        let table = table(&store);
+        let before = store.op_counts();
+        table.acquire(&store, |_| Some(0));
+        table.release(&store, 0);
+        let after = store.op_counts();
+        assert_eq!((after.0 - before.0, after.1 - before.1), (2, 2));
+    }
+
+    #[test]
+    fn choose_sees_the_counts_and_reruns_after_a_lost_cas() {
+        let store = MemoryStore::new();
+        let table = table(&store);
+        table.acquire(&store, |_| Some(0));
+        store.interfere_after_get(1, bump);
+        let mut seen = Vec::new();
+        let picked = table.acquire(&store, |snapshot| {
+            seen.push((snapshot.get(0), snapshot.get(2)));
+            Some(2)
+        });
+        assert_eq!(picked, Some((2, Commit::Written)));
+        assert_eq!(
+            seen,
+            [(1, 0), (1, 1)],
+            "second attempt sees the competitor's write"
+        );
+        assert_eq!(table.counts(&store), [1, 0, 2]);
+    }
+
+    #[test]
+    fn exhausted_attempts_become_debt_and_land_with_the_next_write() {
+        let store = MemoryStore::new();
+        let table = table(&store);
+        store.interfere_after_get(MAX_CAS_ATTEMPTS, bump);
+        assert_eq!(
+            table.acquire(&store, |_| Some(0)),
+            Some((0, Commit::Deferred))
+        );
+        assert_eq!(table.debt(), [1, 0, 0]);
+        let competitors = MAX_CAS_ATTEMPTS;
+        assert_eq!(table.counts(&store), [0, 0, competitors]);
+        // The request ends: its release meets its own unpaid acquire.
+        assert_eq!(table.release(&store, 0), Commit::Written);
+        assert_eq!(table.counts(&store), [0, 0, competitors]);
+        assert_eq!(table.debt(), [0, 0, 0]);
+    }
+
+    #[test]
+    fn flush_pays_the_debt() {
+        let store = MemoryStore::new();
+        let table = table(&store);
+        store.interfere_after_get(MAX_CAS_ATTEMPTS, |old| old.to_vec());
+        table.acquire(&store, |_| Some(1));
+        assert_eq!(table.counts(&store), [0, 0, 0]);
+        assert_eq!(table.flush(&store), Commit::Written);
+        assert_eq!(table.counts(&store), [0, 1, 0]);
+        assert_eq!(table.debt(), [0, 0, 0]);
+    }
+
+    #[test]
+    fn counts_never_go_negative() {
+        let store = MemoryStore::new();
+        let table = table(&store);
+        table.release(&store, 2);
+        assert_eq!(table.counts(&store), [0, 0, 0]);
+    }
+
+    #[test]
+    fn choose_returning_none_writes_nothing() {
+        let store = MemoryStore::new();
+        let table = table(&store);
+        let (_, sets) = store.op_counts();
+        assert_eq!(table.acquire(&store, |_| None), None);
+        assert_eq!(store.op_counts().1, sets);
+    }
+
+    #[test]
+    fn a_missing_record_reads_as_zeros_and_is_recreated() {
+        let store = MemoryStore::new();
+        let table = InflightTable::new("never.created".into(), 2);
+        assert_eq!(
+            table.acquire(&store, |s| Some(s.get(1) as usize)),
+            Some((0, Commit::Written))
+        );
+        assert_eq!(table.counts(&store), [1, 0]);
+    }
+
+    /// Threads acquiring and releasing on one store end at zero, with debt flushed.
+    #[cfg(not(target_family = "wasm"))]
+    #[test]
+    fn threads_balance_to_zero() {
+        use std::sync::Arc;
+        let store = Arc::new(MemoryStore::new());
+        table(&store);
+        let handles: Vec<_> = (0..4)
+            .map(|t| {
+                let store = Arc::clone(&store);
+                std::thread::spawn(move || {
+                    let table = InflightTable::new("eisodos.test.inflight".into(), 3);
+                    for i in 0..2000_usize {
+                        let (index, _) = table.acquire(&*store, |_| Some((i + t) % 3)).unwrap();
+                        table.release(&*store, index);
+                    }
+                    while table.flush(&*store) == Commit::Deferred {}
+                })
+            })
+            .collect();
+        for handle in handles {
+            handle.join().unwrap();
+        }
+        assert_eq!(table(&store).counts(&*store), [0, 0, 0]);
+    }
+}

@@ -1,0 +1,258 @@
+//! The hash key of a request: the first configured source present in it.
+//!
+//! Defined behaviour for awkward input: a source whose value is empty counts as absent; so
+//! does one longer than [`MAX_KEY_LEN`] bytes (hashing it would cost more than the request is
+//! worth, and a client could send one to slow every worker); bytes are hashed as they are,
+//! UTF-8 or not; query values are hashed raw, not percent-decoded.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use crate::config::{HashSource, IpHashConfig};
+
+/// Longest key hashed; longer ones count as absent.
+pub const MAX_KEY_LEN: usize = 4096;
+
+/// What the key extraction reads from a request. The filter implements it with host calls,
+/// made only for the sources configured.
+pub trait RequestView {
+    /// The value of header `name` (lower-case), if present.
+    fn header(&self, name: &str) -> Option<Vec<u8>>;
+    /// The request's `:path`, query string included.
+    fn path(&self) -> Option<Vec<u8>>;
+    /// The client address as Envoy reports it (`source.address`: `ip:port` or `[ip]:port`).
+    fn source_address(&self) -> Option<String>;
+}
+
+/// The key of `request` from the first source present, or `None`.
+pub fn extract(sources: &[HashSource], request: &dyn RequestView) -> Option<Vec<u8>> {
+    sources.iter().find_map(|source| {
+        let key = match source {
+            HashSource::Header(name) => request.header(name),
+            HashSource::Cookie(name) => request
+                .header("cookie")
+                .and_then(|cookies| cookie(&cookies, name.as_bytes()).map(<[u8]>::to_vec)),
+            HashSource::Query(name) => request
+                .path()
+                .and_then(|path| query_param(&path, name.as_bytes()).map(<[u8]>::to_vec)),
+            HashSource::Path(_) => request.path().map(|mut path| {
+                let end = path.iter().position(|&c| c == b'?').unwrap_or(path.len());
+                path.truncate(end);
+                path
+            }),
+            HashSource::SourceIp(_) => request
+                .source_address()
+                .and_then(|address| parse_ip(&address))
+                .map(|ip| ip.to_string().into_bytes()),
+        }?;
+        (!key.is_empty() && key.len() <= MAX_KEY_LEN).then_some(key)
+    })
+}
+
+/// The ip_hash key: the client address masked to the configured prefix, as text
+/// (`10.1.2.0` for 10.1.2.3 with prefix 24). An IPv4-mapped IPv6 address counts as IPv4.
+pub fn ip_key(source_address: &str, config: IpHashConfig) -> Option<Vec<u8>> {
+    let masked = match parse_ip(source_address)? {
+        IpAddr::V4(ip) => IpAddr::V4(Ipv4Addr::from(
+            u32::from(ip) & prefix_mask_32(config.ipv4_prefix),
+        )),
+        IpAddr::V6(ip) => IpAddr::V6(Ipv6Addr::from(
+            u128::from(ip) & prefix_mask_128(config.ipv6_prefix),
+        )),
+    };
+    Some(masked.to_string().into_bytes())
+}
+
+fn parse_ip(address: &str) -> Option<IpAddr> {
+    let ip = address
+        .parse::<SocketAddr>()
+        .map(|socket| socket.ip())
+        .or_else(|_| address.parse::<IpAddr>())
+        .ok()?;
+    Some(match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    })
+}
+
+fn prefix_mask_32(prefix: u8) -> u32 {
+    u32::MAX
+        .checked_shl(32_u32.saturating_sub(u32::from(prefix)))
+        .unwrap_or(0)
+}
+
+fn prefix_mask_128(prefix: u8) -> u128 {
+    u128::MAX
+        .checked_shl(128_u32.saturating_sub(u32::from(prefix)))
+        .unwrap_or(0)
+}
+
+/// The value of cookie `name` in a `cookie` header (`a=1; b=2`).
+fn cookie<'a>(header: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    header.split(|&c| c == b';').find_map(|pair| {
+        let pair = pair.trim_ascii();
+        let eq = pair.iter().position(|&c| c == b'=')?;
+        let (key, value) = (pair.get(..eq)?, pair.get(eq + 1..)?);
+        (key.trim_ascii() == name).then(|| value.trim_ascii())
+    })
+}
+
+/// The raw value of query parameter `name` in a path (`/p?a=1&b=2`).
+fn query_param<'a>(path: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    let start = path.iter().position(|&c| c == b'?')? + 1;
+    let query = path.get(start..)?;
+    let query = query
+        .iter()
+        .position(|&c| c == b'#')
+        .and_then(|end| query.get(..end))
+        .unwrap_or(query);
+    query.split(|&c| c == b'&').find_map(|pair| {
+        let eq = pair.iter().position(|&c| c == b'=').unwrap_or(pair.len());
+        (pair.get(..eq)? == name).then(|| pair.get(eq + 1..).unwrap_or_default())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Empty;
+    use std::collections::HashMap;
+
+    #[derive(Default)]
+    struct Request {
+        headers: HashMap<&'static str, Vec<u8>>,
+        source: Option<&'static str>,
+    }
+
+    impl RequestView for Request {
+        fn header(&self, name: &str) -> Option<Vec<u8>> {
+            self.headers.get(name).cloned()
+        }
+        fn path(&self) -> Option<Vec<u8>> {
+            self.header(":path")
+        }
+        fn source_address(&self) -> Option<String> {
+            self.source.map(str::to_owned)
+        }
+    }
+
+    fn request(headers: &[(&'static str, &[u8])]) -> Request {
+        Request {
+            headers: headers.iter().map(|(k, v)| (*k, v.to_vec())).collect(),
+            source: Some("10.1.2.3:5555"),
+        }
+    }
+
+    fn sources() -> Vec<HashSource> {
+        vec![
+            HashSource::Header("x-user-id".into()),
+            HashSource::Cookie("session".into()),
+            HashSource::Query("user".into()),
+            HashSource::Path(Empty {}),
+        ]
+    }
+
+    #[test]
+    fn first_present_source_wins() {
+        let all = request(&[
+            ("x-user-id", b"u1"),
+            ("cookie", b"session=s1"),
+            (":path", b"/p?user=q1"),
+        ]);
+        assert_eq!(extract(&sources(), &all).unwrap(), b"u1");
+        let no_header = request(&[("cookie", b"a=b; session=s1"), (":path", b"/p?user=q1")]);
+        assert_eq!(extract(&sources(), &no_header).unwrap(), b"s1");
+        let query_only = request(&[(":path", b"/p?x=1&user=q1&y")]);
+        assert_eq!(extract(&sources(), &query_only).unwrap(), b"q1");
+        let path_only = request(&[(":path", b"/items/7?x=1")]);
+        assert_eq!(extract(&sources(), &path_only).unwrap(), b"/items/7");
+    }
+
+    #[test]
+    fn nothing_present_is_none() {
+        let sources = vec![HashSource::Header("x-user-id".into())];
+        assert_eq!(extract(&sources, &request(&[(":path", b"/")])), None);
+    }
+
+    #[test]
+    fn empty_and_oversized_values_count_as_absent() {
+        let sources = vec![
+            HashSource::Header("x-user-id".into()),
+            HashSource::Header("x-fallback".into()),
+        ];
+        let empty = request(&[("x-user-id", b""), ("x-fallback", b"f")]);
+        assert_eq!(extract(&sources, &empty).unwrap(), b"f");
+        let huge = vec![b'a'; MAX_KEY_LEN + 1];
+        let oversized = request(&[("x-user-id", &huge), ("x-fallback", b"f")]);
+        assert_eq!(extract(&sources, &oversized).unwrap(), b"f");
+        let at_limit = vec![b'a'; MAX_KEY_LEN];
+        let fits = request(&[("x-user-id", &at_limit)]);
+        assert_eq!(extract(&sources, &fits).unwrap().len(), MAX_KEY_LEN);
+    }
+
+    #[test]
+    fn non_utf8_bytes_are_hashed_as_they_are() {
+        let sources = vec![HashSource::Header("x-user-id".into())];
+        let binary = request(&[("x-user-id", &[0xff, 0xfe, b'a'])]);
+        assert_eq!(extract(&sources, &binary).unwrap(), [0xff, 0xfe, b'a']);
+    }
+
+    #[test]
+    fn cookie_parsing() {
+        assert_eq!(cookie(b"session=abc", b"session"), Some(&b"abc"[..]));
+        assert_eq!(
+            cookie(b"a=1;session = abc ; b=2", b"session"),
+            Some(&b"abc"[..])
+        );
+        assert_eq!(cookie(b"xsession=abc", b"session"), None);
+        assert_eq!(cookie(b"session", b"session"), None);
+        assert_eq!(cookie(b"", b"session"), None);
+    }
+
+    #[test]
+    fn query_parsing() {
+        assert_eq!(query_param(b"/?user=1", b"user"), Some(&b"1"[..]));
+        assert_eq!(
+            query_param(b"/?a=1&user=2&user=3", b"user"),
+            Some(&b"2"[..])
+        );
+        assert_eq!(query_param(b"/?user", b"user"), Some(&b""[..]));
+        assert_eq!(query_param(b"/?users=1", b"user"), None);
+        assert_eq!(query_param(b"/user=1", b"user"), None);
+        assert_eq!(query_param(b"/?user=%41", b"user"), Some(&b"%41"[..]));
+    }
+
+    #[test]
+    fn source_ip_drops_the_port() {
+        let sources = vec![HashSource::SourceIp(Empty {})];
+        let mut req = request(&[]);
+        assert_eq!(extract(&sources, &req).unwrap(), b"10.1.2.3");
+        req.source = Some("[2001:db8::1]:443");
+        assert_eq!(extract(&sources, &req).unwrap(), b"2001:db8::1");
+        req.source = Some("/var/run/socket");
+        assert_eq!(extract(&sources, &req), None);
+    }
+
+    #[test]
+    fn ip_keys_are_masked_to_the_prefix() {
+        let config = IpHashConfig {
+            ipv4_prefix: 24,
+            ipv6_prefix: 64,
+        };
+        assert_eq!(ip_key("10.1.2.3:80", config).unwrap(), b"10.1.2.0");
+        assert_eq!(ip_key("10.1.2.250:1", config).unwrap(), b"10.1.2.0");
+        assert_eq!(ip_key("10.1.3.3:80", config).unwrap(), b"10.1.3.0");
+        assert_eq!(
+            ip_key("[2001:db8:1:2:3:4:5:6]:80", config).unwrap(),
+            b"2001:db8:1:2::"
+        );
+        assert_eq!(ip_key("[::ffff:10.1.2.3]:80", config).unwrap(), b"10.1.2.0");
+        let full = IpHashConfig::default();
+        assert_eq!(ip_key("10.1.2.3:80", full).unwrap(), b"10.1.2.3");
+        let one_bit = IpHashConfig {
+            ipv4_prefix: 1,
+            ipv6_prefix: 1,
+        };
+        assert_eq!(ip_key("200.1.2.3:80", one_bit).unwrap(), b"128.0.0.0");
+        assert_eq!(ip_key("unix:/x", config), None);
+    }
+}
