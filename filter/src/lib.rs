@@ -6,6 +6,7 @@
 
 mod http;
 mod logger;
+mod metrics;
 mod request;
 mod root;
 mod shared_data;

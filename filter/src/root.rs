@@ -14,6 +14,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType};
 
 use crate::http::EisodosHttp;
+use crate::metrics::InFlightGauges;
 use crate::shared_data::HostStore;
 
 /// Used when Envoy does not report the plugin's name.
@@ -26,6 +27,7 @@ const DEBT_FLUSH_PERIOD: Duration = Duration::from_secs(1);
 #[derive(Default)]
 pub struct EisodosRoot {
     balancer: Option<Rc<Balancer>>,
+    in_flight_gauges: Option<InFlightGauges>,
 }
 
 impl Context for EisodosRoot {}
@@ -75,6 +77,12 @@ impl RootContext for EisodosRoot {
         if let Err(status) = hostcalls::set_tick_period(tick) {
             warn!("cannot set the tick period: {status:?}");
         }
+        self.in_flight_gauges = balancer.counts_in_flight().then(|| {
+            InFlightGauges::define(
+                &namespace,
+                config.backends.iter().map(|b| b.cluster.as_str()),
+            )
+        });
         self.balancer = Some(Rc::new(balancer));
         true
     }
@@ -82,6 +90,9 @@ impl RootContext for EisodosRoot {
     fn on_tick(&mut self) {
         if let Some(balancer) = &self.balancer {
             balancer.flush(&HostStore);
+            if let Some(gauges) = &self.in_flight_gauges {
+                gauges.record(&balancer.in_flight(&HostStore));
+            }
         }
     }
 

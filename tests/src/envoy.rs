@@ -44,6 +44,7 @@ pub struct EnvoyBuilder {
     plugin_config: Option<String>,
     concurrency: usize,
     with_filter: bool,
+    route_timeout: Option<Duration>,
 }
 
 impl EnvoyBuilder {
@@ -67,6 +68,12 @@ impl EnvoyBuilder {
     /// Worker threads (`--concurrency`, default 2).
     pub fn concurrency(mut self, n: usize) -> Self {
         self.concurrency = n;
+        self
+    }
+
+    /// Sets `timeout` on the shipped routes (Envoy's default is 15 s).
+    pub fn route_timeout(mut self, timeout: Duration) -> Self {
+        self.route_timeout = Some(timeout);
         self
     }
 
@@ -113,6 +120,18 @@ impl EnvoyBuilder {
             *value = json!(plugin);
         } else {
             http_filters.remove(wasm_index);
+        }
+
+        if let Some(timeout) = self.route_timeout {
+            let routes = at(
+                hcm(listener)?,
+                "/typed_config/route_config/virtual_hosts/0/routes",
+            )?;
+            for route in routes.as_array_mut().into_iter().flatten() {
+                if let Some(action) = route.get_mut("route") {
+                    action["timeout"] = json!(format!("{}s", timeout.as_secs_f64()));
+                }
+            }
         }
 
         let clusters = at(&mut config, "/static_resources/clusters")?;
@@ -226,6 +245,7 @@ impl Envoy {
             plugin_config: None,
             concurrency: 2,
             with_filter: true,
+            route_timeout: None,
         }
     }
 
@@ -505,8 +525,8 @@ fn default_plugin_config(shipped: &Value, upstreams: &[(String, u16)]) -> Result
     serde_json::to_string_pretty(&plugin).map_err(|e| format!("serialize: {e}"))
 }
 
-/// The `http_filters` list of the listener's HTTP connection manager.
-fn http_filters(listener: &mut Value) -> Result<&mut Vec<Value>, String> {
+/// The listener's HTTP connection manager.
+fn hcm(listener: &mut Value) -> Result<&mut Value, String> {
     listener
         .get_mut("filter_chains")
         .and_then(Value::as_array_mut)
@@ -515,9 +535,15 @@ fn http_filters(listener: &mut Value) -> Result<&mut Vec<Value>, String> {
         .filter_map(|chain| chain.get_mut("filters").and_then(Value::as_array_mut))
         .flatten()
         .find(|f| f["name"] == HCM)
-        .and_then(|hcm| hcm.pointer_mut("/typed_config/http_filters"))
+        .ok_or_else(|| format!("no {HCM} in the shipped listener"))
+}
+
+/// The `http_filters` list of the listener's HTTP connection manager.
+fn http_filters(listener: &mut Value) -> Result<&mut Vec<Value>, String> {
+    hcm(listener)?
+        .pointer_mut("/typed_config/http_filters")
         .and_then(Value::as_array_mut)
-        .ok_or_else(|| format!("no {HCM} with http_filters in the shipped listener"))
+        .ok_or_else(|| format!("no http_filters in the shipped {HCM}"))
 }
 
 fn at<'a>(value: &'a mut Value, pointer: &str) -> Result<&'a mut Value, String> {

@@ -16,4 +16,5 @@ pub mod client;
 pub mod envoy;
 pub mod paths;
 pub mod ports;
+pub mod raw;
 pub mod upstream;

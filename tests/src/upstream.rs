@@ -3,10 +3,12 @@
 //!
 //! Every response carries the configured status (default 200), the body `"<name>\n"`, and
 //! the headers `x-upstream: <name>` and `x-seen-cluster-header: <x-eisodos-cluster of the
-//! request, or empty>`.
+//! request, or empty>`. Two request-driven behaviours let a test shape one request: a
+//! header `x-delay-ms: N` delays that answer by N ms (on top of the configured delay), and a
+//! path starting with `/reset` gets its connection closed without an answer (an upstream
+//! reset, as Envoy sees it).
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -249,7 +251,12 @@ async fn serve(
                             .serve_connection(TokioIo::new(stream), service)
                             .await
                         {
-                            shared.record_error(format!("connection: {e}"));
+                            // Resets the test asked for are not errors.
+                            let requested = std::error::Error::source(&e)
+                                .is_some_and(|source| source.is::<ResetRequested>());
+                            if !requested {
+                                shared.record_error(format!("connection: {e}"));
+                            }
                         }
                     });
                 }
@@ -267,10 +274,25 @@ async fn serve(
     let _ = stopped.send(());
 }
 
+/// Returned by the service to make hyper drop the connection without answering.
+#[derive(Debug)]
+struct ResetRequested;
+
+impl std::fmt::Display for ResetRequested {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("reset requested by the test")
+    }
+}
+
+impl std::error::Error for ResetRequested {}
+
+/// Path prefix that makes the upstream reset the connection.
+pub const RESET_PATH: &str = "/reset";
+
 async fn handle(
     shared: Arc<Shared>,
     req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<Full<Bytes>>, ResetRequested> {
     shared.hits.fetch_add(1, Ordering::SeqCst);
     *shared
         .hits_by_path
@@ -283,7 +305,16 @@ async fn handle(
         .get(CLUSTER_HEADER)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         .unwrap_or_default();
-    let delay = shared.delay_ms.load(Ordering::SeqCst);
+    if req.uri().path().starts_with(RESET_PATH) {
+        return Err(ResetRequested);
+    }
+    let extra_delay = req
+        .headers()
+        .get("x-delay-ms")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    let delay = shared.delay_ms.load(Ordering::SeqCst) + extra_delay;
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }

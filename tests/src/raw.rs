@@ -1,0 +1,99 @@
+//! HTTP/1.1 by hand over one TCP connection, for what a pooled client cannot do: send from a
+//! chosen loopback address (IP hash), or walk away in the middle of a request (client abort).
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
+use std::time::Duration;
+
+use socket2::{Domain, Socket, Type};
+
+use crate::client::Response;
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connects to 127.0.0.1:`port` from `local_ip` (any 127.0.0.0/8 address works on Linux).
+pub fn connect_from(local_ip: Ipv4Addr, port: u16) -> Result<TcpStream, String> {
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).map_err(|e| e.to_string())?;
+    socket
+        .bind(&SocketAddr::V4(SocketAddrV4::new(local_ip, 0)).into())
+        .map_err(|e| format!("bind {local_ip}: {e}"))?;
+    let target = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port));
+    socket
+        .connect_timeout(&target.into(), TIMEOUT)
+        .map_err(|e| format!("connect {target} from {local_ip}: {e}"))?;
+    let stream: TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    stream
+        .set_write_timeout(Some(TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    Ok(stream)
+}
+
+fn request_text(path: &str, headers: &[(&str, &str)]) -> String {
+    let mut text = format!("GET {path} HTTP/1.1\r\nhost: eisodos.test\r\nconnection: close\r\n");
+    for (name, value) in headers {
+        text.push_str(&format!("{name}: {value}\r\n"));
+    }
+    text.push_str("\r\n");
+    text
+}
+
+/// One GET from `local_ip` to 127.0.0.1:`port`, read to the end.
+pub fn get_from(
+    local_ip: Ipv4Addr,
+    port: u16,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Response, String> {
+    let mut stream = connect_from(local_ip, port)?;
+    stream
+        .write_all(request_text(path, headers).as_bytes())
+        .map_err(|e| format!("send: {e}"))?;
+    let mut raw = Vec::new();
+    stream
+        .read_to_end(&mut raw)
+        .map_err(|e| format!("read: {e}"))?;
+    parse(&raw)
+}
+
+/// Sends a GET, waits `after`, and closes the connection without reading the answer: a client
+/// that gave up.
+pub fn abort_after(
+    port: u16,
+    path: &str,
+    headers: &[(&str, &str)],
+    after: Duration,
+) -> Result<(), String> {
+    let mut stream = connect_from(Ipv4Addr::LOCALHOST, port)?;
+    stream
+        .write_all(request_text(path, headers).as_bytes())
+        .map_err(|e| format!("send: {e}"))?;
+    std::thread::sleep(after);
+    stream
+        .shutdown(std::net::Shutdown::Both)
+        .map_err(|e| format!("shutdown: {e}"))
+}
+
+fn parse(raw: &[u8]) -> Result<Response, String> {
+    let text = String::from_utf8_lossy(raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no end of headers in {text:?}"))?;
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|line| line.split(' ').nth(1))
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| format!("bad status line in {text:?}"))?;
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+        .collect();
+    Ok(Response {
+        status,
+        body: body.to_owned(),
+        headers,
+    })
+}
