@@ -1,0 +1,173 @@
+//! Consistent hashing against real Envoy: every key lands where libketama's continuum puts it,
+//! whichever worker or Envoy process takes the request.
+
+use std::time::Duration;
+
+use eisodos_core::policy::Ketama;
+use eisodos_tests::client;
+use eisodos_tests::envoy::Envoy;
+use eisodos_tests::upstream::Upstream;
+
+const NAMES: [&str; 3] = ["backend_a", "backend_b", "backend_c"];
+
+fn upstreams() -> Vec<Upstream> {
+    NAMES
+        .iter()
+        .map(|name| Upstream::builder(name).start())
+        .collect()
+}
+
+fn envoy_for(upstreams: &[Upstream], plugin_config: &str) -> Envoy {
+    let refs: Vec<&Upstream> = upstreams.iter().collect();
+    Envoy::builder()
+        .upstreams(&refs)
+        .plugin_config(plugin_config)
+        .concurrency(2)
+        .start()
+}
+
+fn hashed(extra: &str) -> String {
+    format!(
+        r#"{{"policy": "consistent_hash",
+            "hash_key": [{{"header": "x-user-id"}}, {{"cookie": "session"}}, {{"query": "user"}}]{extra},
+            "backends": [{{"cluster": "backend_a"}}, {{"cluster": "backend_b", "weight": 2}}, {{"cluster": "backend_c"}}]}}"#
+    )
+}
+
+/// Where a ketama client with the same names and weights puts `key`.
+fn ketama_says(key: &str) -> &'static str {
+    let ring = Ketama::new([("backend_a", 1), ("backend_b", 2), ("backend_c", 1)]);
+    NAMES[ring.backend_for(Ketama::hash_key(key.as_bytes())).unwrap()]
+}
+
+/// Sends one request on a new connection and returns the upstream that answered.
+fn answered_by(envoy: &Envoy, path: &str, headers: &[(&str, &str)]) -> String {
+    let mut headers = headers.to_vec();
+    headers.push(("connection", "close"));
+    let response = client::get_with(&envoy.url(path), &headers);
+    assert_eq!(response.status, 200, "{response:?}");
+    response.header("x-upstream").unwrap().to_owned()
+}
+
+#[test]
+fn every_key_lands_where_ketama_puts_it_from_any_worker() {
+    let upstreams = upstreams();
+    let envoy = envoy_for(&upstreams, &hashed(""));
+    let mut spread = [0; 3];
+    for user in 0..90 {
+        let key = format!("user-{user}");
+        let expected = ketama_says(&key);
+        for attempt in 0..2 {
+            let got = answered_by(&envoy, "/", &[("x-user-id", &key)]);
+            assert_eq!(got, expected, "{key}, attempt {attempt}");
+        }
+        spread[NAMES.iter().position(|n| *n == expected).unwrap()] += 1;
+    }
+    eprintln!("90 keys over backend_a/b(weight 2)/c: {spread:?}");
+    assert!(spread.iter().all(|&n| n > 0), "{spread:?}");
+}
+
+#[test]
+fn the_first_source_present_is_the_key() {
+    let upstreams = upstreams();
+    let envoy = envoy_for(&upstreams, &hashed(""));
+    for i in 0..20 {
+        let (header, cookie, query) = (format!("h{i}"), format!("c{i}"), format!("q{i}"));
+        let cookies = format!("theme=dark; session={cookie}");
+        let all = answered_by(
+            &envoy,
+            &format!("/p?user={query}"),
+            &[("x-user-id", &header), ("cookie", &cookies)],
+        );
+        assert_eq!(all, ketama_says(&header));
+        let no_header = answered_by(&envoy, &format!("/p?user={query}"), &[("cookie", &cookies)]);
+        assert_eq!(no_header, ketama_says(&cookie));
+        let query_only = answered_by(&envoy, &format!("/p?a=1&user={query}"), &[]);
+        assert_eq!(query_only, ketama_says(&query));
+    }
+}
+
+#[test]
+fn a_request_without_a_key_goes_round_robin_by_default() {
+    let upstreams = upstreams();
+    let envoy = envoy_for(&upstreams, &hashed(""));
+    for _ in 0..12 {
+        answered_by(&envoy, "/no-key", &[]);
+    }
+    let hits: Vec<u64> = upstreams.iter().map(Upstream::hits).collect();
+    // The global order: backend_b has weight 2.
+    assert_eq!(hits, [3, 6, 3]);
+}
+
+#[test]
+fn a_request_without_a_key_can_be_rejected() {
+    let upstreams = upstreams();
+    let envoy = envoy_for(&upstreams, &hashed(r#", "on_missing_key": "reject""#));
+    let response = client::get(&envoy.url("/no-key?other=1"));
+    assert_eq!(response.status, 400);
+    assert_eq!(
+        response.body,
+        "eisodos: the request has no hash key (looked for header x-user-id, cookie session, query parameter user)\n"
+    );
+    assert_eq!(upstreams.iter().map(Upstream::hits).sum::<u64>(), 0);
+    let keyed = client::get_with(&envoy.url("/"), &[("x-user-id", "u1")]);
+    assert_eq!(keyed.status, 200);
+}
+
+#[test]
+fn two_envoy_processes_agree_on_every_key() {
+    let upstreams = upstreams();
+    let first = envoy_for(&upstreams, &hashed(""));
+    let second = envoy_for(&upstreams, &hashed(""));
+    for user in 0..60 {
+        let key = format!("customer-{user}");
+        let a = answered_by(&first, "/", &[("x-user-id", &key)]);
+        let b = answered_by(&second, "/", &[("x-user-id", &key)]);
+        assert_eq!(a, b, "{key}");
+    }
+}
+
+#[test]
+fn bounded_load_spills_a_hot_key_to_the_next_backends() {
+    let slow: Vec<Upstream> = NAMES
+        .iter()
+        .map(|name| {
+            Upstream::builder(name)
+                .delay(Duration::from_millis(400))
+                .start()
+        })
+        .collect();
+    let send_hot_burst = |envoy: &Envoy| {
+        std::thread::scope(|scope| {
+            for _ in 0..12 {
+                scope.spawn(|| {
+                    let response = client::get_with(&envoy.url("/"), &[("x-user-id", "hot")]);
+                    assert_eq!(response.status, 200);
+                });
+            }
+        });
+    };
+    let home = ketama_says("hot");
+    let home_index = NAMES.iter().position(|n| *n == home).unwrap();
+
+    let unbounded = envoy_for(&slow, &hashed(""));
+    send_hot_burst(&unbounded);
+    let hits: Vec<u64> = slow.iter().map(Upstream::hits).collect();
+    assert_eq!(
+        hits[home_index], 12,
+        "without a bound the hot key stays home: {hits:?}"
+    );
+    drop(unbounded);
+
+    let bounded = envoy_for(&slow, &hashed(r#", "bounded_load_factor": 1.25"#));
+    send_hot_burst(&bounded);
+    let after: Vec<u64> = slow.iter().map(Upstream::hits).collect();
+    let burst: Vec<u64> = after.iter().zip(&hits).map(|(a, b)| a - b).collect();
+    eprintln!("hot key burst of 12 with bounded_load_factor 1.25: {burst:?} (home {home})");
+    // At most ceil(1.25 * 12 / 3) = 5 in flight per backend.
+    assert!(burst.iter().all(|&n| n <= 5), "{burst:?}");
+    assert!(
+        burst[home_index] >= 4,
+        "the home backend fills first: {burst:?}"
+    );
+}

@@ -1,0 +1,30 @@
+//! Weighted random against real Envoy: the split follows the weights.
+
+use eisodos_tests::client;
+use eisodos_tests::envoy::Envoy;
+use eisodos_tests::upstream::Upstream;
+
+#[test]
+fn the_split_follows_the_weights() {
+    let a = Upstream::builder("backend_a").start();
+    let b = Upstream::builder("backend_b").start();
+    let c = Upstream::builder("backend_c").start();
+    let envoy = Envoy::builder()
+        .upstreams(&[&a, &b, &c])
+        .plugin_config(
+            r#"{"policy": "random", "backends": [{"cluster": "backend_a", "weight": 1},
+                {"cluster": "backend_b", "weight": 2}, {"cluster": "backend_c", "weight": 3}]}"#,
+        )
+        .start();
+    let n = 1800;
+    for i in 0..n {
+        let response = client::get(&envoy.url(&format!("/{i}")));
+        assert_eq!(response.status, 200);
+    }
+    let hits = [a.hits(), b.hits(), c.hits()];
+    eprintln!("random 1:2:3 over {n} requests: {hits:?}");
+    // Expected 300/600/900; each bound is about 4.5 standard deviations away.
+    assert!((220..=380).contains(&hits[0]), "{hits:?}");
+    assert!((510..=690).contains(&hits[1]), "{hits:?}");
+    assert!((810..=990).contains(&hits[2]), "{hits:?}");
+}
