@@ -161,6 +161,18 @@ impl Balancer {
         }
     }
 
+    /// Backends a hashing policy can never choose: libketama's arithmetic gives a backend
+    /// whose weight is tiny next to the others no point on the ring. Empty for other policies.
+    pub fn unreachable_by_hash(&self) -> Vec<&str> {
+        match &self.selector {
+            Selector::Hash(ring) => (0..self.config.backends.len())
+                .filter(|&index| !ring.has_points(index))
+                .map(|index| self.cluster(index))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Whether requests hold in-flight counts (and the filter should flush debt periodically).
     pub fn counts_in_flight(&self) -> bool {
         self.inflight.is_some()
@@ -663,6 +675,17 @@ mod tests {
                 skipped: 0
             }
         );
+    }
+
+    #[test]
+    fn a_backend_without_ring_points_is_reported() {
+        let tiny = balancer(
+            r#"{"policy": "ip_hash", "backends": [{"cluster": "big", "weight": 1000}, {"cluster": "tiny", "weight": 1}]}"#,
+        );
+        assert_eq!(tiny.unreachable_by_hash(), ["tiny"]);
+        assert!(balancer(&with_policy(HASHED))
+            .unreachable_by_hash()
+            .is_empty());
     }
 
     #[test]

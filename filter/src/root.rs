@@ -67,6 +67,9 @@ impl RootContext for EisodosRoot {
             config.backends.len(),
             config.cluster_header
         );
+        for cluster in balancer.unreachable_by_hash() {
+            warn!("backend {cluster} has no point on the hash ring (weight too small next to the others): it gets no hashed requests");
+        }
         // Requests that lost every CAS left their in-flight change as debt: pay it on a timer
         // so counts return to zero even when traffic stops.
         let tick = if balancer.counts_in_flight() {

@@ -155,6 +155,13 @@ impl Ketama {
         }
     }
 
+    /// Whether `backend` owns at least one point (configure-time check: scans the ring).
+    pub fn has_points(&self, backend: usize) -> bool {
+        self.owners
+            .iter()
+            .any(|&owner| usize::from(owner) == backend)
+    }
+
     /// Number of points on the ring.
     pub fn len(&self) -> usize {
         self.points.len()
