@@ -372,42 +372,17 @@ fn rotation_error(err: RotationError) -> ConfigError {
 mod tests {
     use super::*;
     use crate::memory_store::MemoryStore;
+    use crate::request_key::StaticRequest;
     use crate::ticket::TicketSource;
-    use std::collections::HashMap;
 
-    /// A request with some headers and a client address.
-    #[derive(Default, Clone)]
-    struct Request {
-        headers: HashMap<String, Vec<u8>>,
-        source: Option<String>,
+    type Request = StaticRequest;
+
+    fn keyed(name: &str, value: &str) -> Request {
+        Request::default().with_header(name, value)
     }
 
-    impl Request {
-        fn header(name: &str, value: &str) -> Self {
-            let mut request = Self::default();
-            request
-                .headers
-                .insert(name.into(), value.as_bytes().to_vec());
-            request
-        }
-        fn from(address: &str) -> Self {
-            Self {
-                source: Some(address.into()),
-                ..Self::default()
-            }
-        }
-    }
-
-    impl RequestView for Request {
-        fn header(&self, name: &str) -> Option<Vec<u8>> {
-            self.headers.get(name).cloned()
-        }
-        fn path(&self) -> Option<Vec<u8>> {
-            self.header(":path")
-        }
-        fn source_address(&self) -> Option<String> {
-            self.source.clone()
-        }
+    fn from(address: &str) -> Request {
+        Request::default().with_source(address)
     }
 
     fn balancer(json: &str) -> Balancer {
@@ -576,7 +551,7 @@ mod tests {
         let two = balancer_seeded(&with_policy(HASHED), 99);
         let mut spread = [0; 3];
         for user in 0..300 {
-            let request = Request::header("x-user", &format!("user-{user}"));
+            let request = keyed("x-user", &format!("user-{user}"));
             let a = route(one.choose(&store, &request));
             let b = route(two.choose(&store, &request));
             assert_eq!(a.index, b.index);
@@ -617,7 +592,7 @@ mod tests {
                 body: "eisodos: the request has no hash key (looked for header x-user, cookie s)\n"
             }
         );
-        let cookie = Request::header("cookie", "s=abc");
+        let cookie = keyed("cookie", "s=abc");
         assert!(matches!(reject.choose(&store, &cookie), Decision::Route(_)));
     }
 
@@ -628,7 +603,7 @@ mod tests {
             r#"{HASHED}, "bounded_load_factor": 1.25"#
         )));
         bounded.create_shared_keys(&store).unwrap();
-        let request = Request::header("x-user", "hot-key");
+        let request = keyed("x-user", "hot-key");
         let home = route(bounded.choose(&store, &request));
         assert!(home.counted);
         // One hot key, requests held: its backend fills up to the bound, then the ring's next.
@@ -659,17 +634,17 @@ mod tests {
             r#""policy": "ip_hash", "ip_hash": {"ipv4_prefix": 24}"#,
         ));
         let by_host = balancer(&with_policy(r#""policy": "ip_hash""#));
-        let subnet_home = route(by_subnet.choose(&store, &Request::from("10.9.8.1:1000"))).index;
+        let subnet_home = route(by_subnet.choose(&store, &from("10.9.8.1:1000"))).index;
         let mut hosts_spread = [0; 3];
         for host in 1..=254 {
-            let request = Request::from(&format!("10.9.8.{host}:{}", 1000 + host));
+            let request = from(&format!("10.9.8.{host}:{}", 1000 + host));
             assert_eq!(route(by_subnet.choose(&store, &request)).index, subnet_home);
             hosts_spread[route(by_host.choose(&store, &request)).index] += 1;
         }
         assert!(hosts_spread.iter().all(|&n| n > 30), "{hosts_spread:?}");
         let key = Ketama::hash_key(b"10.9.8.0");
         assert_eq!(
-            route(by_subnet.choose(&store, &Request::from("10.9.8.7:1"))).reason,
+            route(by_subnet.choose(&store, &from("10.9.8.7:1"))).reason,
             Reason::Hash {
                 hash: key,
                 skipped: 0

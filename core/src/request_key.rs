@@ -62,6 +62,46 @@ pub fn ip_key(source_address: &str, config: IpHashConfig) -> Option<Vec<u8>> {
     Some(masked.to_string().into_bytes())
 }
 
+/// A [`RequestView`] over fixed values: a test double, like
+/// [`crate::memory_store::MemoryStore`].
+#[derive(Debug, Default, Clone)]
+pub struct StaticRequest {
+    headers: Vec<(String, Vec<u8>)>,
+    source: Option<String>,
+}
+
+impl StaticRequest {
+    /// Adds a header (lower-case name; `:path` for the path).
+    pub fn with_header(mut self, name: &str, value: impl AsRef<[u8]>) -> Self {
+        self.headers
+            .push((name.to_owned(), value.as_ref().to_vec()));
+        self
+    }
+
+    /// Sets the client address (`ip:port`).
+    pub fn with_source(mut self, address: &str) -> Self {
+        self.source = Some(address.to_owned());
+        self
+    }
+}
+
+impl RequestView for StaticRequest {
+    fn header(&self, name: &str) -> Option<Vec<u8>> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.clone())
+    }
+
+    fn path(&self) -> Option<Vec<u8>> {
+        self.header(":path")
+    }
+
+    fn source_address(&self) -> Option<String> {
+        self.source.clone()
+    }
+}
+
 fn parse_ip(address: &str) -> Option<IpAddr> {
     let ip = address
         .parse::<SocketAddr>()
@@ -115,31 +155,14 @@ fn query_param<'a>(path: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
 mod tests {
     use super::*;
     use crate::config::Empty;
-    use std::collections::HashMap;
 
-    #[derive(Default)]
-    struct Request {
-        headers: HashMap<&'static str, Vec<u8>>,
-        source: Option<&'static str>,
-    }
-
-    impl RequestView for Request {
-        fn header(&self, name: &str) -> Option<Vec<u8>> {
-            self.headers.get(name).cloned()
-        }
-        fn path(&self) -> Option<Vec<u8>> {
-            self.header(":path")
-        }
-        fn source_address(&self) -> Option<String> {
-            self.source.map(str::to_owned)
-        }
-    }
-
-    fn request(headers: &[(&'static str, &[u8])]) -> Request {
-        Request {
-            headers: headers.iter().map(|(k, v)| (*k, v.to_vec())).collect(),
-            source: Some("10.1.2.3:5555"),
-        }
+    fn request(headers: &[(&str, &[u8])]) -> StaticRequest {
+        headers
+            .iter()
+            .fold(StaticRequest::default(), |request, (name, value)| {
+                request.with_header(name, value)
+            })
+            .with_source("10.1.2.3:5555")
     }
 
     fn sources() -> Vec<HashSource> {
@@ -224,12 +247,11 @@ mod tests {
     #[test]
     fn source_ip_drops_the_port() {
         let sources = vec![HashSource::SourceIp(Empty {})];
-        let mut req = request(&[]);
-        assert_eq!(extract(&sources, &req).unwrap(), b"10.1.2.3");
-        req.source = Some("[2001:db8::1]:443");
-        assert_eq!(extract(&sources, &req).unwrap(), b"2001:db8::1");
-        req.source = Some("/var/run/socket");
-        assert_eq!(extract(&sources, &req), None);
+        assert_eq!(extract(&sources, &request(&[])).unwrap(), b"10.1.2.3");
+        let v6 = StaticRequest::default().with_source("[2001:db8::1]:443");
+        assert_eq!(extract(&sources, &v6).unwrap(), b"2001:db8::1");
+        let unix = StaticRequest::default().with_source("/var/run/socket");
+        assert_eq!(extract(&sources, &unix), None);
     }
 
     #[test]

@@ -50,9 +50,9 @@ pub struct EnvoyBuilder {
 impl EnvoyBuilder {
     /// One cluster per upstream, named after it, pointing at its port. Replaces the
     /// shipped clusters.
-    pub fn upstreams(mut self, upstreams: &[&Upstream]) -> Self {
+    pub fn upstreams<'a>(mut self, upstreams: impl IntoIterator<Item = &'a Upstream>) -> Self {
         self.upstreams = upstreams
-            .iter()
+            .into_iter()
             .map(|u| (u.name().to_owned(), u.port()))
             .collect();
         self

@@ -5,7 +5,7 @@
 //! use eisodos_tests::{client, envoy::Envoy, upstream::Upstream};
 //!
 //! let a = Upstream::builder("backend_a").start();
-//! let envoy = Envoy::builder().upstreams(&[&a]).start();
+//! let envoy = Envoy::builder().upstreams([&a]).start();
 //! let response = client::get(&envoy.url("/"));
 //! assert_eq!(response.header("x-upstream"), Some("backend_a"));
 //! ```

@@ -169,6 +169,14 @@ impl Upstream {
         }
     }
 
+    /// Starts one default upstream per name.
+    pub fn start_all(names: &[&str]) -> Vec<Upstream> {
+        names
+            .iter()
+            .map(|name| Upstream::builder(name).start())
+            .collect()
+    }
+
     /// The name, as sent in `x-upstream` and the body.
     pub fn name(&self) -> &str {
         &self.shared.name

@@ -8,7 +8,7 @@ use eisodos_tests::upstream::Upstream;
 fn rejection(plugin_config: &str) -> String {
     let a = Upstream::builder("backend_a").start();
     let validation = Envoy::builder()
-        .upstreams(&[&a])
+        .upstreams([&a])
         .plugin_config(plugin_config)
         .validate();
     assert!(
@@ -96,7 +96,7 @@ fn unknown_field() {
 fn envoy_does_not_start_with_a_bad_config() {
     let a = Upstream::builder("backend_a").start();
     let err = Envoy::builder()
-        .upstreams(&[&a])
+        .upstreams([&a])
         .plugin_config(r#"{"backends": [{"cluster": "backend_a", "weight": -3}]}"#)
         .try_start()
         .expect_err("Envoy started with a negative weight");

@@ -11,16 +11,12 @@ use eisodos_tests::upstream::Upstream;
 const NAMES: [&str; 3] = ["backend_a", "backend_b", "backend_c"];
 
 fn upstreams() -> Vec<Upstream> {
-    NAMES
-        .iter()
-        .map(|name| Upstream::builder(name).start())
-        .collect()
+    Upstream::start_all(&NAMES)
 }
 
 fn envoy_for(upstreams: &[Upstream], plugin_config: &str) -> Envoy {
-    let refs: Vec<&Upstream> = upstreams.iter().collect();
     Envoy::builder()
-        .upstreams(&refs)
+        .upstreams(upstreams)
         .plugin_config(plugin_config)
         .concurrency(2)
         .start()

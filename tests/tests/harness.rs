@@ -11,7 +11,7 @@ fn without_filter_a_client_cannot_pick_the_cluster() {
     let a = Upstream::builder("backend_a").start();
     let b = Upstream::builder("backend_b").start();
     let envoy = Envoy::builder()
-        .upstreams(&[&a, &b])
+        .upstreams([&a, &b])
         .without_filter()
         .start();
 
@@ -38,6 +38,6 @@ fn dropped_upstream_refuses_connections() {
 #[test]
 fn validate_accepts_the_default_config() {
     let a = Upstream::builder("backend_a").start();
-    let validation = Envoy::builder().upstreams(&[&a]).validate();
+    let validation = Envoy::builder().upstreams([&a]).validate();
     assert!(validation.success, "{}", validation.output);
 }

@@ -11,10 +11,9 @@ use eisodos_tests::upstream::Upstream;
 const NAMES: [&str; 3] = ["backend_a", "backend_b", "backend_c"];
 
 fn start(ip_hash: &str) -> (Vec<Upstream>, Envoy) {
-    let upstreams: Vec<Upstream> = NAMES.iter().map(|n| Upstream::builder(n).start()).collect();
-    let refs: Vec<&Upstream> = upstreams.iter().collect();
+    let upstreams = Upstream::start_all(&NAMES);
     let envoy = Envoy::builder()
-        .upstreams(&refs)
+        .upstreams(&upstreams)
         .plugin_config(&format!(
             r#"{{"policy": "ip_hash"{ip_hash}, "backends": [
                 {{"cluster": "backend_a"}}, {{"cluster": "backend_b"}}, {{"cluster": "backend_c"}}]}}"#

@@ -67,7 +67,7 @@ fn a_slow_upstream_gets_few_requests_under_concurrent_load() {
         .delay(Duration::from_millis(50))
         .start();
     let envoy = Envoy::builder()
-        .upstreams(&[&fast_a, &fast_b, &slow])
+        .upstreams([&fast_a, &fast_b, &slow])
         .plugin_config(LEAST_REQUEST)
         .concurrency(2)
         .start();
@@ -95,7 +95,7 @@ fn in_flight_counts_return_to_zero_however_streams_end() {
     let b = Upstream::builder("backend_b").start();
     let gone = Upstream::builder("gone").start();
     let envoy = Envoy::builder()
-        .upstreams(&[&a, &b, &gone])
+        .upstreams([&a, &b, &gone])
         .route_timeout(Duration::from_secs(3))
         .plugin_config(
             r#"{"policy": "least_request", "least_request": {"choice_count": 3},

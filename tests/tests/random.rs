@@ -6,11 +6,9 @@ use eisodos_tests::upstream::Upstream;
 
 #[test]
 fn the_split_follows_the_weights() {
-    let a = Upstream::builder("backend_a").start();
-    let b = Upstream::builder("backend_b").start();
-    let c = Upstream::builder("backend_c").start();
+    let upstreams = Upstream::start_all(&["backend_a", "backend_b", "backend_c"]);
     let envoy = Envoy::builder()
-        .upstreams(&[&a, &b, &c])
+        .upstreams(&upstreams)
         .plugin_config(
             r#"{"policy": "random", "backends": [{"cluster": "backend_a", "weight": 1},
                 {"cluster": "backend_b", "weight": 2}, {"cluster": "backend_c", "weight": 3}]}"#,
@@ -21,7 +19,7 @@ fn the_split_follows_the_weights() {
         let response = client::get(&envoy.url(&format!("/{i}")));
         assert_eq!(response.status, 200);
     }
-    let hits = [a.hits(), b.hits(), c.hits()];
+    let hits: Vec<u64> = upstreams.iter().map(Upstream::hits).collect();
     eprintln!("random 1:2:3 over {n} requests: {hits:?}");
     // Expected 300/600/900; each bound is about 4.5 standard deviations away.
     assert!((220..=380).contains(&hits[0]), "{hits:?}");

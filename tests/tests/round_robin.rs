@@ -44,12 +44,11 @@ fn connections_per_worker(envoy: &Envoy, workers: usize) -> Vec<u64> {
 
 #[test]
 fn three_equal_backends_get_exactly_a_third_each_across_two_workers() {
-    let upstreams: Vec<Upstream> = ["backend_a", "backend_b", "backend_c"]
-        .into_iter()
-        .map(|name| Upstream::builder(name).start())
-        .collect();
-    let refs: Vec<&Upstream> = upstreams.iter().collect();
-    let envoy = Envoy::builder().upstreams(&refs).concurrency(2).start();
+    let upstreams = Upstream::start_all(&["backend_a", "backend_b", "backend_c"]);
+    let envoy = Envoy::builder()
+        .upstreams(&upstreams)
+        .concurrency(2)
+        .start();
 
     // The client claims backend_c every time; it must not matter.
     let order = send_sequentially(&envoy, 300, "backend_c");
@@ -59,7 +58,11 @@ fn three_equal_backends_get_exactly_a_third_each_across_two_workers() {
     // (The harness opens one connection itself to check the listener is up.)
     // One global order: the same rotation whichever worker took the request.
     for (i, name) in order.iter().enumerate() {
-        assert_eq!(name, refs[i % 3].name(), "request {i} broke the rotation");
+        assert_eq!(
+            name,
+            upstreams[i % 3].name(),
+            "request {i} broke the rotation"
+        );
     }
     let per_worker = connections_per_worker(&envoy, 2);
     assert!(
@@ -71,11 +74,9 @@ fn three_equal_backends_get_exactly_a_third_each_across_two_workers() {
 
 #[test]
 fn weights_five_one_one_interleave_smoothly() {
-    let a = Upstream::builder("backend_a").start();
-    let b = Upstream::builder("backend_b").start();
-    let c = Upstream::builder("backend_c").start();
+    let upstreams = Upstream::start_all(&["backend_a", "backend_b", "backend_c"]);
     let envoy = Envoy::builder()
-        .upstreams(&[&a, &b, &c])
+        .upstreams(&upstreams)
         .plugin_config(
             r#"{"policy": "round_robin", "backends": [
                 {"cluster": "backend_a", "weight": 5},
@@ -88,7 +89,8 @@ fn weights_five_one_one_interleave_smoothly() {
 
     let first_cycle: Vec<&str> = order.iter().take(7).map(|s| &s[s.len() - 1..]).collect();
     assert_eq!(first_cycle, ["a", "a", "b", "a", "c", "a", "a"]);
-    assert_eq!((a.hits(), b.hits(), c.hits()), (50, 10, 10));
+    let hits: Vec<u64> = upstreams.iter().map(Upstream::hits).collect();
+    assert_eq!(hits, [50, 10, 10]);
 }
 
 #[test]
@@ -97,7 +99,7 @@ fn a_custom_cluster_header_is_honoured_by_name() {
     // x-eisodos-cluster, so a filter writing another header leaves the catch-all to answer.
     let a = Upstream::builder("backend_a").start();
     let envoy = Envoy::builder()
-        .upstreams(&[&a])
+        .upstreams([&a])
         .plugin_config(r#"{"cluster_header": "x-other", "backends": [{"cluster": "backend_a"}]}"#)
         .start();
     let response = client::get(&envoy.url("/"));
