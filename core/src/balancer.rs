@@ -1,20 +1,29 @@
 //! The per-request decision: which backend's cluster goes into the cluster header.
 //!
-//! A [`Balancer`] is built once per configuration (rotation, ring and prefix sums are laid out
+//! A [`Balancer`] is built once per configuration (ring, rotation and prefix sums are laid out
 //! there, never per request) and asked once per request with the shared store that keeps the
-//! global state and a view of the request. Shared-data cost per request: round-robin one ticket
-//! (a get and a CAS set); least-request and bounded-load hashing one get and one CAS set to
-//! pick, and the same again to release at the end of the stream; random and plain hashing none.
+//! global state and a view of the request. Health reaches requests through a [`Selection`]
+//! rebuilt on the root context's tick when the shared health record changes, so a request
+//! reads no health from shared data. Shared-data cost per request: round-robin one ticket (a
+//! get and a CAS set); least-request and bounded-load hashing one get and one CAS set to pick,
+//! and the same again to release at the end of the stream; random and plain hashing none;
+//! passive health one get and one set when a request fails (or succeeds after failures).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt::Write as _;
+use std::rc::Rc;
 
 use fastrand::Rng;
+use serde::Serialize;
 
 use crate::config::{Config, ConfigError, HashSource, OnMissingKey, Policy};
+use crate::health::lease::Lease;
+use crate::health::machine::{self, Change, ProbeResult};
+use crate::health::prober::Prober;
+use crate::health::{HealthRecord, HealthStore, Mode, Selection};
 use crate::inflight::{Commit, InflightTable, Snapshot};
 use crate::policy::round_robin::RotationError;
-use crate::policy::{Ketama, LeastRequest, Rotation, WeightedRandom};
+use crate::policy::{Ketama, LeastRequest};
 use crate::request_key::{self, RequestView};
 use crate::store::{SetError, SharedStore};
 use crate::ticket::{Ticket, TicketCounter};
@@ -28,11 +37,12 @@ pub enum Reason {
     Random,
     /// Least request; `Deferred` when the in-flight count could not be written yet.
     LeastRequest(Commit),
-    /// The key hashed to this point of the ring; `skipped` overloaded backends were passed.
+    /// The key hashed to this point of the ring; `skipped` backends were passed along it
+    /// (unhealthy, or over the bounded load).
     Hash {
         /// The key's ketama hash.
         hash: u32,
-        /// Backends passed along the ring because they were over the bounded load.
+        /// Backends passed along the ring.
         skipped: u32,
     },
     /// A hashing policy found no key and fell back to round-robin.
@@ -58,22 +68,56 @@ pub struct Choice<'a> {
 pub enum Decision<'a> {
     /// Send it to this backend.
     Route(Choice<'a>),
-    /// Answer locally (a hashing policy with `on_missing_key: reject` found no key).
+    /// Answer locally: no key where one is required, or no backend healthy.
     Reject {
         /// HTTP status.
         status: u32,
         /// Response body, one line.
         body: &'a str,
+        /// Seconds for a `retry-after` header, when worth retrying.
+        retry_after: Option<u32>,
     },
+}
+
+/// A probe the filter should send now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeRequest<'a> {
+    /// Backend index.
+    pub index: usize,
+    /// The cluster to send it through.
+    pub cluster: &'a str,
+}
+
+/// What one tick did and asks for.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Tick<'a> {
+    /// Probes to send (only on the VM holding the probe lease).
+    pub probes: Vec<ProbeRequest<'a>>,
+    /// Health changes this VM wrote, per backend index.
+    pub changes: Vec<(usize, Change)>,
+    /// The selection mode changed from the first to the second.
+    pub mode_change: Option<(Mode, Mode)>,
 }
 
 /// The policy-specific part, built once per configuration.
 #[derive(Debug)]
 enum Selector {
     RoundRobin,
-    Random(WeightedRandom),
+    Random,
     LeastRequest(LeastRequest),
     Hash(Ketama),
+}
+
+/// Health state of one configuration on this VM.
+#[derive(Debug)]
+struct Health {
+    store: HealthStore,
+    /// Probes and the lease that says whether this VM sends them (with active checks).
+    prober: Option<(Prober, Lease)>,
+    /// Version of the record last read.
+    seen_version: Cell<Option<u64>>,
+    /// The record last read.
+    record: RefCell<HealthRecord>,
 }
 
 /// Everything needed to choose backends under one configuration.
@@ -82,26 +126,28 @@ pub struct Balancer {
     config: Config,
     selector: Selector,
     /// The global order: the round-robin policy, and the fallback for requests without a key.
-    rotation: Rotation,
     tickets: TicketCounter,
     /// In-flight counts, for least-request and bounded-load hashing.
     inflight: Option<InflightTable>,
-    /// Every backend index: the population selections draw from.
-    all: Vec<usize>,
+    health: Option<Health>,
+    selection: RefCell<Rc<Selection>>,
     rng: RefCell<Rng>,
     missing_key_body: String,
+    tick_period_ms: u64,
 }
+
+/// Body of the local 503 when no backend may take a request.
+pub const ALL_DOWN_BODY: &str = "eisodos: no healthy backend\n";
 
 impl Balancer {
     /// Prepares `config` for requests. `namespace` keeps this filter's shared-data keys apart
     /// from other eisodos filters in the same VM (the plugin name is a good one); `seed` seeds
-    /// this VM's random source.
+    /// this VM's random source and names it in the probe lease.
     pub fn new(config: Config, namespace: &str, seed: u64) -> Result<Self, ConfigError> {
         let weights: Vec<u32> = config.backends.iter().map(|b| b.weight).collect();
-        let rotation = Rotation::new(&weights).map_err(rotation_error)?;
         let selector = match config.policy {
             Policy::RoundRobin => Selector::RoundRobin,
-            Policy::Random => Selector::Random(WeightedRandom::new(&weights)),
+            Policy::Random => Selector::Random,
             Policy::LeastRequest => {
                 Selector::LeastRequest(LeastRequest::new(&weights, config.least_request))
             }
@@ -112,23 +158,61 @@ impl Balancer {
                     .map(|b| (b.cluster.as_str(), b.weight)),
             )),
         };
+        let fingerprint = fingerprint(&config);
         let counts_in_flight = config.policy == Policy::LeastRequest
             || (config.policy.hashes() && config.bounded_load_factor.is_some());
         let inflight = counts_in_flight.then(|| {
             InflightTable::new(
-                format!("eisodos.{namespace}.inflight.{}", fingerprint(&config)),
+                format!("eisodos.{namespace}.inflight.{fingerprint}"),
                 config.backends.len(),
             )
         });
+        let tick_period_ms = tick_period_ms(&config, counts_in_flight);
+        let mut rng = Rng::with_seed(seed);
+        let vm_id = rng.u64(1..);
+        let health =
+            (config.health_check.is_some() || config.outlier_detection.is_some()).then(|| {
+                let initially_healthy = config.health_check.as_ref().is_none_or(|check| {
+                    check.initial_state == crate::config::InitialState::Healthy
+                });
+                let store = HealthStore::new(
+                    format!("eisodos.{namespace}.health.{fingerprint}"),
+                    config.backends.len(),
+                    initially_healthy,
+                );
+                let prober = config.health_check.as_ref().map(|_| {
+                    (
+                        Prober::new(config.backends.len()),
+                        Lease::new(
+                            format!("eisodos.{namespace}.probe_lease.{fingerprint}"),
+                            vm_id,
+                            tick_period_ms * 5 / 2,
+                        ),
+                    )
+                });
+                Health {
+                    record: RefCell::new(HealthRecord::initial(
+                        config.backends.len(),
+                        initially_healthy,
+                    )),
+                    store,
+                    prober,
+                    seen_version: Cell::new(None),
+                }
+            });
+        let initial_record = health.as_ref().map(|h| h.record.borrow().clone());
+        let selection =
+            Selection::build(&config, initial_record.as_ref(), 0).map_err(rotation_error)?;
         let missing_key_body = missing_key_body(&config);
         Ok(Self {
-            all: (0..config.backends.len()).collect(),
             selector,
-            rotation,
             tickets: TicketCounter::new(format!("eisodos.{namespace}.rr_ticket")),
             inflight,
-            rng: RefCell::new(Rng::with_seed(seed)),
+            health,
+            selection: RefCell::new(Rc::new(selection)),
+            rng: RefCell::new(rng),
             missing_key_body,
+            tick_period_ms,
             config,
         })
     }
@@ -143,11 +227,15 @@ impl Balancer {
         &self.config.cluster_header
     }
 
-    /// The shared-data keys this balancer uses: a fixed set per configuration (the ticket
-    /// counter, and the in-flight record when the policy counts), never per request.
+    /// The shared-data keys this balancer uses: a fixed set per configuration, never per
+    /// request.
     pub fn shared_keys(&self) -> Vec<&str> {
         let mut keys = vec![self.tickets.key()];
         keys.extend(self.inflight.as_ref().map(InflightTable::key));
+        if let Some(health) = &self.health {
+            keys.extend(health.store.keys());
+            keys.extend(health.prober.as_ref().map(|(_, lease)| lease.key()));
+        }
         keys
     }
 
@@ -155,10 +243,20 @@ impl Balancer {
     /// state so a reconfiguration continues where the last configuration stopped.
     pub fn create_shared_keys(&self, store: &dyn SharedStore) -> Result<(), SetError> {
         self.tickets.ensure_created(store)?;
-        match &self.inflight {
-            Some(table) => table.ensure_created(store),
-            None => Ok(()),
+        if let Some(table) = &self.inflight {
+            table.ensure_created(store)?;
         }
+        if let Some(health) = &self.health {
+            health.store.ensure_created(store)?;
+        }
+        Ok(())
+    }
+
+    /// How often the filter should call [`Self::tick`] (0: never). A quarter of the probe
+    /// interval (20 to 100 ms) with active checks, 100 ms with passive ejection only, 1 s when
+    /// only in-flight debt needs flushing.
+    pub fn tick_period_ms(&self) -> u64 {
+        self.tick_period_ms
     }
 
     /// Backends a hashing policy can never choose: libketama's arithmetic gives a backend
@@ -178,9 +276,22 @@ impl Balancer {
         self.inflight.is_some()
     }
 
+    /// The current selection mode.
+    pub fn mode(&self) -> Mode {
+        self.selection.borrow().mode
+    }
+
     /// Chooses the backend for one request. Shared-data trouble degrades the balance (see
     /// [`crate::ticket::TicketSource`] and [`crate::inflight`]), never the request.
     pub fn choose(&self, store: &dyn SharedStore, request: &dyn RequestView) -> Decision<'_> {
+        let selection = Rc::clone(&self.selection.borrow());
+        if selection.mode == Mode::AllDown {
+            return Decision::Reject {
+                status: 503,
+                body: ALL_DOWN_BODY,
+                retry_after: Some(self.retry_after_seconds()),
+            };
+        }
         let route = |index: usize, counted: bool, reason: Reason| {
             Decision::Route(Choice {
                 index,
@@ -189,24 +300,22 @@ impl Balancer {
                 reason,
             })
         };
+        let round_robin = |reason: fn(Ticket) -> Reason| {
+            let ticket = self.tickets.take(store);
+            let index = selection.rotate(ticket.value).unwrap_or(0);
+            route(index, false, reason(ticket))
+        };
         match &self.selector {
-            Selector::RoundRobin => {
-                let ticket = self.tickets.take(store);
-                route(
-                    self.rotation.pick(ticket.value),
-                    false,
-                    Reason::Ticket(ticket),
-                )
-            }
-            Selector::Random(random) => {
-                let index = random.pick(&mut self.rng.borrow_mut()).unwrap_or(0);
+            Selector::RoundRobin => round_robin(Reason::Ticket),
+            Selector::Random => {
+                let index = selection.random(&mut self.rng.borrow_mut()).unwrap_or(0);
                 route(index, false, Reason::Random)
             }
             Selector::LeastRequest(least) => {
                 let mut rng = self.rng.borrow_mut();
                 let picked = self.inflight.as_ref().and_then(|table| {
                     table.acquire(store, |counts| {
-                        least.pick(&self.all, |i| counts.get(i), &mut rng)
+                        least.pick(&selection.population, |i| counts.get(i), &mut rng)
                     })
                 });
                 match picked {
@@ -223,14 +332,11 @@ impl Balancer {
                 };
                 let Some(key) = key else {
                     return match self.config.on_missing_key {
-                        OnMissingKey::RoundRobin => {
-                            let ticket = self.tickets.take(store);
-                            let index = self.rotation.pick(ticket.value);
-                            route(index, false, Reason::MissingKey(ticket))
-                        }
+                        OnMissingKey::RoundRobin => round_robin(Reason::MissingKey),
                         OnMissingKey::Reject => Decision::Reject {
                             status: 400,
                             body: &self.missing_key_body,
+                            retry_after: None,
                         },
                     };
                 };
@@ -239,18 +345,27 @@ impl Balancer {
                     (Some(table), Some(factor)) => {
                         let mut skipped = 0;
                         let picked = table.acquire(store, |counts| {
-                            let (index, passed) = self.bounded(ring, hash, factor, counts);
+                            let (index, passed) = bounded(ring, &selection, hash, factor, counts);
                             skipped = passed;
                             index
                         });
                         match picked {
                             Some((index, _)) => route(index, true, Reason::Hash { hash, skipped }),
-                            None => route(0, false, Reason::Hash { hash, skipped }),
+                            None => round_robin(Reason::MissingKey),
                         }
                     }
                     _ => {
-                        let index = ring.backend_for(hash).unwrap_or(0);
-                        route(index, false, Reason::Hash { hash, skipped: 0 })
+                        let mut skipped = 0;
+                        let index = ring.walk(hash).find(|&index| {
+                            let allowed = selection.allows(index);
+                            skipped += u32::from(!allowed);
+                            allowed
+                        });
+                        match index {
+                            Some(index) => route(index, false, Reason::Hash { hash, skipped }),
+                            // Only backends without ring points are allowed: keep serving.
+                            None => round_robin(Reason::MissingKey),
+                        }
                     }
                 }
             }
@@ -265,7 +380,137 @@ impl Balancer {
         }
     }
 
-    /// Writes in-flight changes this VM could not write at the time (call on a timer).
+    /// Whether [`Self::report`] wants to hear how requests ended (passive ejection is on).
+    pub fn wants_reports(&self) -> bool {
+        self.config.outlier_detection.is_some()
+    }
+
+    /// Passive health: the request that went to `index` ended, `failed` or not, at `now_ms`.
+    /// Writes shared data only on a failure, or on a success after failures.
+    pub fn report(
+        &self,
+        store: &dyn SharedStore,
+        index: usize,
+        failed: bool,
+        now_ms: u64,
+    ) -> Option<Change> {
+        let (health, outlier) = (self.health.as_ref()?, self.config.outlier_detection?);
+        if !failed {
+            let failures = health
+                .record
+                .borrow()
+                .backends
+                .get(index)
+                .map_or(0, |b| b.passive_failures);
+            if failures == 0 {
+                return None;
+            }
+        }
+        let mut change = None;
+        health.store.update(store, |record| {
+            let ejected = self
+                .primaries()
+                .filter(|&i| record.backends.get(i).is_some_and(|b| b.is_ejected(now_ms)))
+                .count();
+            let may_eject = machine::may_eject(
+                ejected,
+                self.primaries().count(),
+                outlier.max_ejection_percent,
+            );
+            let Some(backend) = record.backends.get_mut(index) else {
+                return false;
+            };
+            let before = *backend;
+            change = machine::record_request(backend, failed, now_ms, &outlier, may_eject);
+            *backend != before
+        });
+        change
+    }
+
+    /// The periodic work of a worker: flush in-flight debt, write probe answers, follow the
+    /// shared health record, and (on the VM holding the lease) say which probes are due.
+    pub fn tick(&self, store: &dyn SharedStore, now_ms: u64) -> Tick<'_> {
+        let mut tick = Tick::default();
+        if let Some(table) = &self.inflight {
+            table.flush(store);
+        }
+        let Some(health) = &self.health else {
+            return tick;
+        };
+        if let (Some((prober, _)), Some(check)) = (&health.prober, &self.config.health_check) {
+            let answers = prober.answers();
+            if !answers.is_empty() {
+                let mut changes = Vec::new();
+                let written = health.store.update(store, |record| {
+                    changes.clear();
+                    for answer in &answers {
+                        if let Some(backend) = record.backends.get_mut(answer.index) {
+                            if let Some(change) =
+                                machine::record_probe(backend, answer.result, answer.at_ms, check)
+                            {
+                                changes.push((answer.index, change));
+                            }
+                        }
+                    }
+                    true
+                });
+                if written.is_some() {
+                    prober.written(answers.len());
+                    tick.changes = changes;
+                }
+            }
+        }
+        let version = health.store.version(store);
+        let expired = now_ms >= self.selection.borrow().valid_until_ms;
+        if version.is_some() && (version != health.seen_version.get() || expired) {
+            let record = health.store.read(store);
+            if let Ok(selection) = Selection::build(&self.config, Some(&record), now_ms) {
+                let before = self.mode();
+                if before != selection.mode {
+                    tick.mode_change = Some((before, selection.mode));
+                }
+                *self.selection.borrow_mut() = Rc::new(selection);
+            }
+            *health.record.borrow_mut() = record;
+            health.seen_version.set(version);
+        }
+        if let (Some((prober, lease)), Some(check)) = (&health.prober, &self.config.health_check) {
+            if lease.hold(store, now_ms) {
+                tick.probes = prober
+                    .due(&health.record.borrow(), check, now_ms)
+                    .into_iter()
+                    .map(|index| ProbeRequest {
+                        index,
+                        cluster: self.cluster(index),
+                    })
+                    .collect();
+            }
+        }
+        tick
+    }
+
+    /// A probe of `index` went out with `token`.
+    pub fn probe_sent(&self, index: usize, token: u32, now_ms: u64) {
+        if let Some((prober, _)) = self.health.as_ref().and_then(|h| h.prober.as_ref()) {
+            prober.sent(index, token, now_ms);
+        }
+    }
+
+    /// A probe of `index` could not be sent (Envoy refused the call): a failed probe.
+    pub fn probe_not_sent(&self, index: usize, now_ms: u64) {
+        if let Some((prober, _)) = self.health.as_ref().and_then(|h| h.prober.as_ref()) {
+            prober.not_sent(index, now_ms);
+        }
+    }
+
+    /// Envoy called back for probe `token`; written to shared data on the next tick. Returns
+    /// the backend, or `None` when the token is not a probe of this balancer.
+    pub fn probe_answered(&self, token: u32, result: ProbeResult, now_ms: u64) -> Option<usize> {
+        let (prober, _) = self.health.as_ref()?.prober.as_ref()?;
+        prober.answered(token, result, now_ms)
+    }
+
+    /// Writes in-flight changes this VM could not write at the time.
     pub fn flush(&self, store: &dyn SharedStore) -> Commit {
         match &self.inflight {
             Some(table) => table.flush(store),
@@ -281,29 +526,63 @@ impl Balancer {
             .unwrap_or_default()
     }
 
-    /// Consistent hashing with bounded loads (Mirrokni, Thorup, Zadimoghaddam): a backend
-    /// takes the request only while its in-flight count stays within
-    /// `ceil(factor × (total + 1) / backends)`; otherwise the walk goes on along the ring. At
-    /// least one backend is always under that bound, so the walk always ends.
-    fn bounded(
-        &self,
-        ring: &Ketama,
-        hash: u32,
-        factor: f64,
-        counts: &Snapshot<'_>,
-    ) -> (Option<usize>, u32) {
-        let backends = self.config.backends.len();
-        let total: u64 = (0..backends).map(|i| u64::from(counts.get(i))).sum();
-        let capacity = (factor * (total + 1) as f64 / backends as f64).ceil();
-        let mut skipped = 0;
-        for index in ring.walk(hash) {
-            if f64::from(counts.get(index)) + 1.0 <= capacity {
-                return (Some(index), skipped);
-            }
-            skipped += 1;
-        }
-        // Unreachable by the bound's arithmetic; keep the key's own backend if it happens.
-        (ring.backend_for(hash), skipped)
+    /// The status page: every backend's health as this worker sees it, as JSON.
+    pub fn status_json(&self, store: &dyn SharedStore, now_ms: u64) -> String {
+        let record = self.health.as_ref().map(|health| health.store.read(store));
+        let in_flight = self.in_flight(store);
+        let selection = Rc::clone(&self.selection.borrow());
+        let backends = self
+            .config
+            .backends
+            .iter()
+            .enumerate()
+            .map(|(index, backend)| {
+                let health = record.as_ref().and_then(|r| r.backends.get(index));
+                BackendStatus {
+                    cluster: &backend.cluster,
+                    weight: backend.weight,
+                    backup: backend.backup,
+                    selected: selection.allows(index),
+                    healthy: health.is_none_or(|h| h.healthy),
+                    ejected: health.is_some_and(|h| h.is_ejected(now_ms)),
+                    ejected_until_ms: health.map(|h| h.ejected_until_ms).filter(|&t| t > now_ms),
+                    ejections: health.map_or(0, |h| h.ejections),
+                    consecutive_probe_successes: health.map_or(0, |h| h.successes),
+                    consecutive_probe_failures: health.map_or(0, |h| h.failures),
+                    consecutive_request_failures: health.map_or(0, |h| h.passive_failures),
+                    last_probe_status: health
+                        .filter(|h| h.last_probe_ms > 0)
+                        .map(|h| h.last_status),
+                    last_probe_ms: health.map(|h| h.last_probe_ms).filter(|&t| t > 0),
+                    in_flight: in_flight.get(index).copied(),
+                }
+            })
+            .collect();
+        let status = Status {
+            policy: self.config.policy.name(),
+            mode: selection.mode.name(),
+            now_ms,
+            backends,
+        };
+        serde_json::to_string_pretty(&status).unwrap_or_else(|_| "{}".to_owned())
+    }
+
+    fn primaries(&self) -> impl Iterator<Item = usize> + '_ {
+        self.config
+            .backends
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| !b.backup)
+            .map(|(i, _)| i)
+    }
+
+    fn retry_after_seconds(&self) -> u32 {
+        let interval = self
+            .config
+            .health_check
+            .as_ref()
+            .map_or(1000, |check| check.interval_ms);
+        interval.div_ceil(1000).max(1)
     }
 
     fn cluster(&self, index: usize) -> &str {
@@ -312,6 +591,71 @@ impl Balancer {
             .get(index)
             .map_or("", |backend| backend.cluster.as_str())
     }
+}
+
+/// The status page's document.
+#[derive(Serialize)]
+struct Status<'a> {
+    policy: &'a str,
+    mode: &'a str,
+    now_ms: u64,
+    backends: Vec<BackendStatus<'a>>,
+}
+
+#[derive(Serialize)]
+struct BackendStatus<'a> {
+    cluster: &'a str,
+    weight: u32,
+    backup: bool,
+    /// Whether requests may go to it now.
+    selected: bool,
+    healthy: bool,
+    ejected: bool,
+    ejected_until_ms: Option<u64>,
+    ejections: u32,
+    consecutive_probe_successes: u16,
+    consecutive_probe_failures: u16,
+    consecutive_request_failures: u16,
+    last_probe_status: Option<u16>,
+    last_probe_ms: Option<u64>,
+    in_flight: Option<u32>,
+}
+
+fn tick_period_ms(config: &Config, counts_in_flight: bool) -> u64 {
+    if let Some(check) = &config.health_check {
+        (u64::from(check.interval_ms) / 4).clamp(20, 100)
+    } else if config.outlier_detection.is_some() {
+        100
+    } else if counts_in_flight {
+        1000
+    } else {
+        0
+    }
+}
+
+/// Consistent hashing with bounded loads (Mirrokni, Thorup, Zadimoghaddam): a backend takes the
+/// request only while its in-flight count stays within
+/// `ceil(factor × (total + 1) / backends)`; otherwise the walk goes on along the ring,
+/// skipping backends the selection does not allow. At least one allowed backend is always
+/// under that bound, so the walk ends.
+fn bounded(
+    ring: &Ketama,
+    selection: &Selection,
+    hash: u32,
+    factor: f64,
+    counts: &Snapshot<'_>,
+) -> (Option<usize>, u32) {
+    let population = &selection.population;
+    let total: u64 = population.iter().map(|&i| u64::from(counts.get(i))).sum();
+    let capacity = (factor * (total + 1) as f64 / population.len().max(1) as f64).ceil();
+    let mut skipped = 0;
+    for index in ring.walk(hash) {
+        if selection.allows(index) && f64::from(counts.get(index)) + 1.0 <= capacity {
+            return (Some(index), skipped);
+        }
+        skipped += 1;
+    }
+    (None, skipped)
 }
 
 /// Identifies a backend list, so in-flight records of different lists never mix.
@@ -589,7 +933,8 @@ mod tests {
             reject.choose(&store, &Request::default()),
             Decision::Reject {
                 status: 400,
-                body: "eisodos: the request has no hash key (looked for header x-user, cookie s)\n"
+                body: "eisodos: the request has no hash key (looked for header x-user, cookie s)\n",
+                retry_after: None,
             }
         );
         let cookie = keyed("cookie", "s=abc");

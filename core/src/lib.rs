@@ -7,6 +7,7 @@
 
 pub mod balancer;
 pub mod config;
+pub mod health;
 pub mod inflight;
 pub mod memory_store;
 pub mod policy;

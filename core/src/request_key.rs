@@ -41,7 +41,7 @@ pub fn extract(sources: &[HashSource], request: &dyn RequestView) -> Option<Vec<
             }),
             HashSource::SourceIp(_) => request
                 .source_address()
-                .and_then(|address| parse_ip(&address))
+                .and_then(|address| client_ip(&address))
                 .map(|ip| ip.to_string().into_bytes()),
         }?;
         (!key.is_empty() && key.len() <= MAX_KEY_LEN).then_some(key)
@@ -51,7 +51,7 @@ pub fn extract(sources: &[HashSource], request: &dyn RequestView) -> Option<Vec<
 /// The ip_hash key: the client address masked to the configured prefix, as text
 /// (`10.1.2.0` for 10.1.2.3 with prefix 24). An IPv4-mapped IPv6 address counts as IPv4.
 pub fn ip_key(source_address: &str, config: IpHashConfig) -> Option<Vec<u8>> {
-    let masked = match parse_ip(source_address)? {
+    let masked = match client_ip(source_address)? {
         IpAddr::V4(ip) => IpAddr::V4(Ipv4Addr::from(
             u32::from(ip) & prefix_mask_32(config.ipv4_prefix),
         )),
@@ -102,7 +102,9 @@ impl RequestView for StaticRequest {
     }
 }
 
-fn parse_ip(address: &str) -> Option<IpAddr> {
+/// The IP of a client address as Envoy reports it (`ip:port`, `[ip]:port` or a bare IP); an
+/// IPv4-mapped IPv6 address becomes IPv4.
+pub fn client_ip(address: &str) -> Option<IpAddr> {
     let ip = address
         .parse::<SocketAddr>()
         .map(|socket| socket.ip())

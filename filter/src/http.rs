@@ -1,23 +1,28 @@
 //! The HTTP context: one per request. Chooses the backend and writes its cluster into the
 //! header the route's `cluster_header` reads (Envoy then matches the route again), or answers
-//! locally; gives back the in-flight count when the stream ends.
+//! locally (status page, missing key, nothing healthy); when the stream ends, gives back the
+//! in-flight count and tells passive health how the request went.
 
 use std::rc::Rc;
 
 use eisodos_core::balancer::{Balancer, Decision};
-use log::{debug, error};
+use eisodos_core::request_key::{self, RequestView};
+use log::{debug, error, warn};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType};
 
+use crate::host;
 use crate::request::HostRequest;
 use crate::shared_data::HostStore;
 
 /// Per-request state.
 pub struct EisodosHttp {
     balancer: Option<Rc<Balancer>>,
-    /// The backend whose in-flight count this request holds.
-    counted: Option<usize>,
+    /// The backend this request was sent to.
+    routed: Option<usize>,
+    /// Whether it holds an in-flight count there.
+    counted: bool,
 }
 
 impl EisodosHttp {
@@ -25,7 +30,8 @@ impl EisodosHttp {
     pub fn new(balancer: Option<Rc<Balancer>>) -> Self {
         Self {
             balancer,
-            counted: None,
+            routed: None,
+            counted: false,
         }
     }
 }
@@ -37,11 +43,18 @@ impl HttpContext for EisodosHttp {
         let Some(balancer) = &self.balancer else {
             return Action::Continue;
         };
+        if is_status_request(balancer) {
+            let body = balancer.status_json(&HostStore, host::now_ms());
+            let headers = vec![
+                ("content-type", "application/json"),
+                ("cache-control", "no-store"),
+            ];
+            return reply(200, headers, &body);
+        }
         match balancer.choose(&HostStore, &HostRequest) {
             Decision::Route(choice) => {
-                if choice.counted {
-                    self.counted = Some(choice.index);
-                }
+                self.routed = Some(choice.index);
+                self.counted = choice.counted;
                 // Replaces any value, including one a client sent; the shipped configs also
                 // remove the client's value before the first route match.
                 match hostcalls::set_map_value(
@@ -58,16 +71,18 @@ impl HttpContext for EisodosHttp {
                 }
                 Action::Continue
             }
-            Decision::Reject { status, body } => {
-                debug!("rejected with {status}: {}", body.trim_end());
-                let headers = vec![("content-type", "text/plain; charset=utf-8")];
-                match hostcalls::send_http_response(status, headers, Some(body.as_bytes())) {
-                    Ok(()) => Action::Pause,
-                    Err(err) => {
-                        error!("cannot send the {status} reply: {err:?}");
-                        Action::Continue
-                    }
+            Decision::Reject {
+                status,
+                body,
+                retry_after,
+            } => {
+                debug!("answered {status} locally: {}", body.trim_end());
+                let retry_after = retry_after.map(|seconds| seconds.to_string());
+                let mut headers = vec![("content-type", "text/plain; charset=utf-8")];
+                if let Some(seconds) = &retry_after {
+                    headers.push(("retry-after", seconds));
                 }
+                reply(status, headers, body)
             }
         }
     }
@@ -75,8 +90,50 @@ impl HttpContext for EisodosHttp {
     /// Runs once when the stream ends, however it ends (done, reset, aborted, timed out,
     /// answered locally): the one place to give the in-flight count back.
     fn on_log(&mut self) {
-        if let (Some(balancer), Some(index)) = (&self.balancer, self.counted.take()) {
+        let (Some(balancer), Some(index)) = (&self.balancer, self.routed) else {
+            return;
+        };
+        if self.counted {
             balancer.release(&HostStore, index);
+        }
+        if balancer.wants_reports() {
+            // 0: no response was sent (the client went away first): says nothing of the backend.
+            let code = host::int_property(vec!["response", "code"]).unwrap_or(0);
+            if code > 0 {
+                balancer.report(&HostStore, index, code >= 500, host::now_ms());
+            }
+        }
+    }
+}
+
+/// Whether this request asks for the status page from an allowed address.
+fn is_status_request(balancer: &Balancer) -> bool {
+    let Some(status) = &balancer.config().status else {
+        return false;
+    };
+    let Some(path) = HostRequest.path() else {
+        return false;
+    };
+    let without_query = path.split(|&c| c == b'?').next().unwrap_or_default();
+    if without_query != status.path.as_bytes() {
+        return false;
+    }
+    let client = HostRequest
+        .source_address()
+        .and_then(|address| request_key::client_ip(&address));
+    let allowed = client.is_some_and(|ip| status.allowed.iter().any(|cidr| cidr.contains(ip)));
+    if !allowed {
+        debug!("status page refused to {client:?}");
+    }
+    allowed
+}
+
+fn reply(status: u32, headers: Vec<(&str, &str)>, body: &str) -> Action {
+    match hostcalls::send_http_response(status, headers, Some(body.as_bytes())) {
+        Ok(()) => Action::Pause,
+        Err(err) => {
+            warn!("cannot send the {status} reply: {err:?}");
+            Action::Continue
         }
     }
 }

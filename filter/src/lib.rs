@@ -4,9 +4,11 @@
 //! `eisodos-core`, and applies the result. Host calls go through `proxy_wasm::hostcalls` with
 //! every error handled, because the SDK's trait helpers `unwrap` them and a panic kills the VM.
 
+mod host;
 mod http;
 mod logger;
 mod metrics;
+mod probe;
 mod request;
 mod root;
 mod shared_data;

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use eisodos_core::balancer::Balancer;
 use eisodos_core::config::Config;
-use log::{error, info, warn};
+use eisodos_core::health::{Change, Mode};
+use log::{debug, error, info, warn};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType};
@@ -16,12 +17,10 @@ use proxy_wasm::types::{BufferType, ContextType};
 use crate::http::EisodosHttp;
 use crate::metrics::InFlightGauges;
 use crate::shared_data::HostStore;
+use crate::{host, probe};
 
 /// Used when Envoy does not report the plugin's name.
 const DEFAULT_NAMESPACE: &str = "eisodos";
-
-/// How often a worker writes in-flight changes it could not write at the time.
-const DEBT_FLUSH_PERIOD: Duration = Duration::from_secs(1);
 
 /// Holds the current configuration's balancer, replaced as a whole on reconfiguration.
 #[derive(Default)]
@@ -30,7 +29,22 @@ pub struct EisodosRoot {
     in_flight_gauges: Option<InFlightGauges>,
 }
 
-impl Context for EisodosRoot {}
+impl Context for EisodosRoot {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        _headers: usize,
+        _body: usize,
+        _trailers: usize,
+    ) {
+        if let Some(balancer) = &self.balancer {
+            let result = probe::result();
+            if let Some(index) = balancer.probe_answered(token, result, host::now_ms()) {
+                debug!("probe {} answered: {result:?}", cluster(balancer, index));
+            }
+        }
+    }
+}
 
 impl RootContext for EisodosRoot {
     fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
@@ -70,13 +84,8 @@ impl RootContext for EisodosRoot {
         for cluster in balancer.unreachable_by_hash() {
             warn!("backend {cluster} has no point on the hash ring (weight too small next to the others): it gets no hashed requests");
         }
-        // Requests that lost every CAS left their in-flight change as debt: pay it on a timer
-        // so counts return to zero even when traffic stops.
-        let tick = if balancer.counts_in_flight() {
-            DEBT_FLUSH_PERIOD
-        } else {
-            Duration::ZERO
-        };
+        // The tick flushes in-flight debt, follows the shared health record and sends probes.
+        let tick = Duration::from_millis(balancer.tick_period_ms());
         if let Err(status) = hostcalls::set_tick_period(tick) {
             warn!("cannot set the tick period: {status:?}");
         }
@@ -91,11 +100,30 @@ impl RootContext for EisodosRoot {
     }
 
     fn on_tick(&mut self) {
-        if let Some(balancer) = &self.balancer {
-            balancer.flush(&HostStore);
-            if let Some(gauges) = &self.in_flight_gauges {
-                gauges.record(&balancer.in_flight(&HostStore));
+        let Some(balancer) = &self.balancer else {
+            return;
+        };
+        let now = host::now_ms();
+        let tick = balancer.tick(&HostStore, now);
+        for (index, change) in &tick.changes {
+            log_change(balancer, *index, *change);
+        }
+        if let Some((before, after)) = tick.mode_change {
+            match after {
+                Mode::Normal => info!("selection back to normal (was {})", before.name()),
+                Mode::Panic => warn!(
+                    "panic mode: fewer than {}% of primaries healthy, spreading over all primaries",
+                    balancer.config().panic_threshold_percent
+                ),
+                Mode::Backup => warn!("no primary healthy: sending to backups"),
+                Mode::AllDown => error!("no backend healthy: answering 503"),
             }
+        }
+        for probe in tick.probes {
+            probe::send(balancer, probe, now);
+        }
+        if let Some(gauges) = &self.in_flight_gauges {
+            gauges.record(&balancer.in_flight(&HostStore));
         }
     }
 
@@ -120,4 +148,35 @@ fn plugin_name() -> Option<String> {
 /// A seed for this VM's random source: std's hash keys come from WASI `random_get`.
 fn random_seed() -> u64 {
     RandomState::new().build_hasher().finish()
+}
+
+fn cluster(balancer: &Balancer, index: usize) -> &str {
+    balancer
+        .config()
+        .backends
+        .get(index)
+        .map_or("?", |backend| backend.cluster.as_str())
+}
+
+/// State changes at info, with the backend and the reason.
+fn log_change(balancer: &Balancer, index: usize, change: Change) {
+    let cluster = cluster(balancer, index);
+    let check = balancer.config().health_check.as_ref();
+    match change {
+        Change::BecameHealthy => info!(
+            "backend {cluster} healthy: {} consecutive probes passed",
+            check.map_or(0, |c| c.healthy_threshold)
+        ),
+        Change::BecameUnhealthy => warn!(
+            "backend {cluster} unhealthy: {} consecutive probes failed",
+            check.map_or(0, |c| c.unhealthy_threshold)
+        ),
+        Change::Ejected { until_ms, count } => warn!(
+            "backend {cluster} ejected for {} ms (ejection {count}): consecutive failed requests",
+            until_ms.saturating_sub(host::now_ms())
+        ),
+        Change::EjectionLifted => {
+            info!("backend {cluster} back from ejection: probes passed")
+        }
+    }
 }

@@ -7,6 +7,13 @@ use std::fmt;
 
 use serde::Deserialize;
 
+mod health;
+
+pub use health::{
+    Cidr, HealthCheckConfig, InitialState, OutlierDetectionConfig, StatusConfig,
+    MAX_EXPECTED_STATUSES,
+};
+
 /// The header eisodos writes when the configuration names none.
 pub const DEFAULT_CLUSTER_HEADER: &str = "x-eisodos-cluster";
 /// Most backends one filter balances over. Keeps per-configuration memory bounded.
@@ -162,6 +169,8 @@ pub struct Backend {
     pub cluster: String,
     /// Relative share of requests, `1..=MAX_WEIGHT`.
     pub weight: u32,
+    /// Takes traffic only when no primary backend is healthy.
+    pub backup: bool,
 }
 
 /// A validated configuration. Sections that do not apply to the policy are rejected at
@@ -185,6 +194,14 @@ pub struct Config {
     pub bounded_load_factor: Option<f64>,
     /// IP-hash tuning (defaults unless the policy is `ip_hash`).
     pub ip_hash: IpHashConfig,
+    /// Active probes, if configured.
+    pub health_check: Option<HealthCheckConfig>,
+    /// Passive ejection, if configured.
+    pub outlier_detection: Option<OutlierDetectionConfig>,
+    /// Below this percent of healthy primaries, spread over all primaries (0 disables).
+    pub panic_threshold_percent: u32,
+    /// The status page, if configured.
+    pub status: Option<StatusConfig>,
 }
 
 #[derive(Deserialize)]
@@ -200,6 +217,11 @@ struct RawConfig {
     on_missing_key: Option<OnMissingKey>,
     bounded_load_factor: Option<f64>,
     ip_hash: Option<RawIpHash>,
+    health_check: Option<health::RawHealthCheck>,
+    outlier_detection: Option<health::RawOutlierDetection>,
+    panic_threshold_percent: Option<u32>,
+    status_path: Option<String>,
+    status_allowed_cidrs: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -222,6 +244,8 @@ struct RawBackend {
     cluster: String,
     #[serde(default = "default_weight")]
     weight: u32,
+    #[serde(default)]
+    backup: bool,
 }
 
 fn default_cluster_header() -> String {
@@ -307,6 +331,28 @@ impl RawConfig {
                 ));
             }
         }
+        if self.backends.iter().all(|backend| backend.backup) {
+            return Err(ConfigError::new(
+                "backends",
+                "are all backups; at least one must be a primary (\"backup\": false)",
+            ));
+        }
+        let health_check = self
+            .health_check
+            .map(health::RawHealthCheck::validate)
+            .transpose()?;
+        let outlier_detection = self
+            .outlier_detection
+            .map(health::RawOutlierDetection::validate)
+            .transpose()?;
+        let panic_threshold_percent = self.panic_threshold_percent.unwrap_or(50);
+        if panic_threshold_percent > 100 {
+            return Err(ConfigError::new(
+                "panic_threshold_percent",
+                format!("must be between 0 and 100, got {panic_threshold_percent}"),
+            ));
+        }
+        let status = health::validate_status(self.status_path, self.status_allowed_cidrs)?;
         let policy = self.policy;
         let only_for = |field: &str, applies: bool, policies: &str| {
             if applies {
@@ -390,6 +436,7 @@ impl RawConfig {
                 .map(|raw| Backend {
                     cluster: raw.cluster,
                     weight: raw.weight,
+                    backup: raw.backup,
                 })
                 .collect(),
             least_request,
@@ -397,6 +444,10 @@ impl RawConfig {
             on_missing_key,
             bounded_load_factor: self.bounded_load_factor,
             ip_hash,
+            health_check,
+            outlier_detection,
+            panic_threshold_percent,
+            status,
         })
     }
 }
@@ -571,11 +622,13 @@ mod tests {
             [
                 Backend {
                     cluster: "backend_a".into(),
-                    weight: 1
+                    weight: 1,
+                    backup: false
                 },
                 Backend {
                     cluster: "backend_b".into(),
-                    weight: 1
+                    weight: 1,
+                    backup: false
                 }
             ]
         );
@@ -851,6 +904,144 @@ mod tests {
             let err = rejected(&format!("{{{fields}, {A}}}"));
             assert_eq!(err.field, field, "{fields}: {err}");
         }
+    }
+
+    #[test]
+    fn health_sections_parse_with_defaults() {
+        let config = parse(&format!(
+            r#"{{"health_check": {{"path": "/healthz"}}, "outlier_detection": {{}}, {A}}}"#
+        ))
+        .unwrap();
+        assert_eq!(
+            config.health_check,
+            Some(HealthCheckConfig {
+                path: "/healthz".into(),
+                authority: None,
+                method: "GET".into(),
+                interval_ms: 1000,
+                timeout_ms: 500,
+                healthy_threshold: 2,
+                unhealthy_threshold: 3,
+                expected_statuses: vec![200],
+                interval_jitter_percent: 0,
+                initial_state: InitialState::Healthy,
+            })
+        );
+        assert_eq!(
+            config.outlier_detection,
+            Some(OutlierDetectionConfig {
+                consecutive_failures: 5,
+                base_ejection_ms: 30_000,
+                max_ejection_percent: 50,
+            })
+        );
+        assert_eq!(config.panic_threshold_percent, 50);
+        assert_eq!(config.status, None);
+        let bare = parse(&format!("{{{A}}}")).unwrap();
+        assert_eq!((bare.health_check, bare.outlier_detection), (None, None));
+    }
+
+    #[test]
+    fn health_sections_in_full() {
+        let config = parse(
+            r#"{"health_check": {"path": "/ready", "authority": "svc.local", "method": "HEAD",
+                 "interval_ms": 250, "timeout_ms": 100, "healthy_threshold": 1, "unhealthy_threshold": 2,
+                 "expected_statuses": [200, 204], "interval_jitter_percent": 10, "initial_state": "unhealthy"},
+                "panic_threshold_percent": 0, "status_path": "/.eisodos/status",
+                "status_allowed_cidrs": ["10.0.0.0/8", "::1"],
+                "backends": [{"cluster": "a"}, {"cluster": "b", "backup": true}]}"#,
+        )
+        .unwrap();
+        let check = config.health_check.unwrap();
+        assert_eq!(check.initial_state, InitialState::Unhealthy);
+        assert_eq!(check.expected_statuses, [200, 204]);
+        assert_eq!(check.authority.as_deref(), Some("svc.local"));
+        assert!(config.backends[1].backup && !config.backends[0].backup);
+        let status = config.status.unwrap();
+        assert_eq!(status.path, "/.eisodos/status");
+        assert_eq!(status.allowed.len(), 2);
+    }
+
+    #[test]
+    fn health_sections_are_validated() {
+        for (fields, field) in [
+            (r#""health_check": {}"#, "health_check"),
+            (
+                r#""health_check": {"path": "healthz"}"#,
+                "health_check.path",
+            ),
+            (
+                r#""health_check": {"path": "/h", "method": "get"}"#,
+                "health_check.method",
+            ),
+            (
+                r#""health_check": {"path": "/h", "interval_ms": 50}"#,
+                "health_check.interval_ms",
+            ),
+            (
+                r#""health_check": {"path": "/h", "timeout_ms": 0}"#,
+                "health_check.timeout_ms",
+            ),
+            (
+                r#""health_check": {"path": "/h", "healthy_threshold": 0}"#,
+                "health_check.healthy_threshold",
+            ),
+            (
+                r#""health_check": {"path": "/h", "unhealthy_threshold": 101}"#,
+                "health_check.unhealthy_threshold",
+            ),
+            (
+                r#""health_check": {"path": "/h", "expected_statuses": []}"#,
+                "health_check.expected_statuses",
+            ),
+            (
+                r#""health_check": {"path": "/h", "expected_statuses": [200, 99]}"#,
+                "health_check.expected_statuses[1]",
+            ),
+            (
+                r#""health_check": {"path": "/h", "interval_jitter_percent": 101}"#,
+                "health_check.interval_jitter_percent",
+            ),
+            (
+                r#""health_check": {"path": "/h", "initial_state": "maybe"}"#,
+                "health_check.initial_state",
+            ),
+            (
+                r#""health_check": {"path": "/h", "intervall_ms": 5}"#,
+                "health_check.intervall_ms",
+            ),
+            (
+                r#""outlier_detection": {"consecutive_failures": 0}"#,
+                "outlier_detection.consecutive_failures",
+            ),
+            (
+                r#""outlier_detection": {"max_ejection_percent": 101}"#,
+                "outlier_detection.max_ejection_percent",
+            ),
+            (
+                r#""outlier_detection": {"base_ejection_ms": 0}"#,
+                "outlier_detection.base_ejection_ms",
+            ),
+            (
+                r#""panic_threshold_percent": 101"#,
+                "panic_threshold_percent",
+            ),
+            (r#""status_path": "status""#, "status_path"),
+            (
+                r#""status_path": "/s", "status_allowed_cidrs": ["10.0.0.0/40"]"#,
+                "status_allowed_cidrs[0]",
+            ),
+            (
+                r#""status_allowed_cidrs": ["10.0.0.0/8"]"#,
+                "status_allowed_cidrs",
+            ),
+        ] {
+            let err = rejected(&format!("{{{fields}, {A}}}"));
+            assert_eq!(err.field, field, "{fields}: {err}");
+        }
+        let err = rejected(r#"{"backends": [{"cluster": "a", "backup": true}]}"#);
+        assert_eq!(err.field, "backends");
+        assert!(err.reason.contains("backup"), "{err}");
     }
 
     #[test]

@@ -1,0 +1,12 @@
+//! Health: active probes (one prober per process, behind a lease), passive ejection, and the
+//! selection of backends that may take requests, all over one shared record.
+
+pub mod lease;
+pub mod machine;
+pub mod prober;
+pub mod record;
+pub mod selection;
+
+pub use machine::{Change, ProbeResult};
+pub use record::{BackendHealth, HealthRecord, HealthStore};
+pub use selection::{Mode, Selection};

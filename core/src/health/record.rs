@@ -1,0 +1,338 @@
+//! The health record: every backend's health, shared by all workers through shared data.
+//!
+//! One record per backend list (its key carries the list's fingerprint) holding a fixed-size
+//! entry per backend, and beside it a small version key that changes with every write, so a
+//! worker's tick can tell in one 8-byte read whether it must read the record again. Writers
+//! update the record with a compare-and-swap loop and then bump the version.
+
+use crate::store::{SetError, SharedStore};
+
+/// Attempts of one read-modify-CAS update before giving up (the caller retries next tick).
+pub const MAX_CAS_ATTEMPTS: u32 = 16;
+
+/// One backend's health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BackendHealth {
+    /// The active checks' verdict (or the initial state before any).
+    pub healthy: bool,
+    /// Consecutive successful probes.
+    pub successes: u16,
+    /// Consecutive failed probes.
+    pub failures: u16,
+    /// Status of the last probe; 0 when the call failed (refused, reset, timed out) or none ran.
+    pub last_status: u16,
+    /// When the last probe was answered (ms since the epoch); 0 before the first.
+    pub last_probe_ms: u64,
+    /// Consecutive failed requests (passive).
+    pub passive_failures: u16,
+    /// Ejected until this time (ms since the epoch); 0 when not ejected.
+    pub ejected_until_ms: u64,
+    /// Times ejected so far (the next ejection lasts one base longer).
+    pub ejections: u32,
+}
+
+const ENTRY_LEN: usize = 1 + 2 + 2 + 2 + 8 + 2 + 8 + 4;
+
+impl BackendHealth {
+    /// Whether it may take traffic at `now_ms`: healthy and not ejected.
+    pub fn eligible(&self, now_ms: u64) -> bool {
+        self.healthy && !self.is_ejected(now_ms)
+    }
+
+    /// Whether an ejection is running at `now_ms`.
+    pub fn is_ejected(&self, now_ms: u64) -> bool {
+        self.ejected_until_ms > now_ms
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.push(u8::from(self.healthy));
+        out.extend_from_slice(&self.successes.to_le_bytes());
+        out.extend_from_slice(&self.failures.to_le_bytes());
+        out.extend_from_slice(&self.last_status.to_le_bytes());
+        out.extend_from_slice(&self.last_probe_ms.to_le_bytes());
+        out.extend_from_slice(&self.passive_failures.to_le_bytes());
+        out.extend_from_slice(&self.ejected_until_ms.to_le_bytes());
+        out.extend_from_slice(&self.ejections.to_le_bytes());
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let mut reader = Reader { bytes, at: 0 };
+        Some(Self {
+            healthy: reader.take::<1>()? != [0],
+            successes: u16::from_le_bytes(reader.take()?),
+            failures: u16::from_le_bytes(reader.take()?),
+            last_status: u16::from_le_bytes(reader.take()?),
+            last_probe_ms: u64::from_le_bytes(reader.take()?),
+            passive_failures: u16::from_le_bytes(reader.take()?),
+            ejected_until_ms: u64::from_le_bytes(reader.take()?),
+            ejections: u32::from_le_bytes(reader.take()?),
+        })
+    }
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let slice = self.bytes.get(self.at..self.at.checked_add(N)?)?;
+        self.at += N;
+        <[u8; N]>::try_from(slice).ok()
+    }
+}
+
+/// Every backend's health, in configuration order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthRecord {
+    /// One entry per backend.
+    pub backends: Vec<BackendHealth>,
+}
+
+impl HealthRecord {
+    /// All backends in their initial state.
+    pub fn initial(backends: usize, healthy: bool) -> Self {
+        Self {
+            backends: vec![
+                BackendHealth {
+                    healthy,
+                    ..BackendHealth::default()
+                };
+                backends
+            ],
+        }
+    }
+
+    /// The bytes stored in shared data.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.backends.len() * ENTRY_LEN);
+        for backend in &self.backends {
+            backend.encode(&mut out);
+        }
+        out
+    }
+
+    /// Decodes a record of exactly `backends` entries; `None` for anything else.
+    pub fn decode(bytes: &[u8], backends: usize) -> Option<Self> {
+        if bytes.len() != backends.checked_mul(ENTRY_LEN)? {
+            return None;
+        }
+        let backends = bytes
+            .chunks_exact(ENTRY_LEN)
+            .map(BackendHealth::decode)
+            .collect::<Option<Vec<_>>>()?;
+        Some(Self { backends })
+    }
+}
+
+/// Where one configuration's health lives in shared data.
+#[derive(Debug, Clone)]
+pub struct HealthStore {
+    record_key: String,
+    version_key: String,
+    backends: usize,
+    initially_healthy: bool,
+}
+
+impl HealthStore {
+    /// The record under `key` (and its version under `key` + `.version`).
+    pub fn new(key: String, backends: usize, initially_healthy: bool) -> Self {
+        Self {
+            version_key: format!("{key}.version"),
+            record_key: key,
+            backends,
+            initially_healthy,
+        }
+    }
+
+    /// The shared-data keys.
+    pub fn keys(&self) -> [&str; 2] {
+        [&self.record_key, &self.version_key]
+    }
+
+    /// Creates the record in its initial state unless it exists.
+    pub fn ensure_created(&self, store: &dyn SharedStore) -> Result<(), SetError> {
+        match store.get(&self.record_key) {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => {
+                store.set(&self.record_key, &self.initial().encode(), None)?;
+                self.bump_version(store)
+            }
+            Err(err) => Err(SetError::Host(err.0)),
+        }
+    }
+
+    /// The version: changes whenever the record does. `None` when unreadable.
+    pub fn version(&self, store: &dyn SharedStore) -> Option<u64> {
+        match store.get(&self.version_key) {
+            Ok(Some((bytes, _))) => <[u8; 8]>::try_from(bytes.as_slice())
+                .ok()
+                .map(u64::from_le_bytes),
+            Ok(None) => Some(0),
+            Err(_) => None,
+        }
+    }
+
+    /// The current record; the initial state when missing or malformed.
+    pub fn read(&self, store: &dyn SharedStore) -> HealthRecord {
+        match store.get(&self.record_key) {
+            Ok(Some((bytes, _))) => {
+                HealthRecord::decode(&bytes, self.backends).unwrap_or_else(|| self.initial())
+            }
+            _ => self.initial(),
+        }
+    }
+
+    /// Applies `change` with a compare-and-swap loop. `change` returns whether it changed
+    /// anything (nothing is written otherwise) and may run once per attempt. Returns the record
+    /// written, or `None` when nothing changed or every attempt lost.
+    pub fn update(
+        &self,
+        store: &dyn SharedStore,
+        mut change: impl FnMut(&mut HealthRecord) -> bool,
+    ) -> Option<HealthRecord> {
+        for _ in 0..MAX_CAS_ATTEMPTS {
+            let (mut record, cas) = match store.get(&self.record_key) {
+                Ok(Some((bytes, cas))) => (
+                    HealthRecord::decode(&bytes, self.backends).unwrap_or_else(|| self.initial()),
+                    Some(cas),
+                ),
+                Ok(None) => (self.initial(), None),
+                Err(_) => return None,
+            };
+            if !change(&mut record) {
+                return None;
+            }
+            match store.set(&self.record_key, &record.encode(), cas) {
+                Ok(()) => {
+                    // A lost version write only delays other workers until the next change.
+                    let _ = self.bump_version(store);
+                    return Some(record);
+                }
+                Err(SetError::CasMismatch) => continue,
+                Err(SetError::Host(_)) => return None,
+            }
+        }
+        None
+    }
+
+    fn bump_version(&self, store: &dyn SharedStore) -> Result<(), SetError> {
+        let next = self.version(store).unwrap_or(0).wrapping_add(1);
+        store.set(&self.version_key, &next.to_le_bytes(), None)
+    }
+
+    fn initial(&self) -> HealthRecord {
+        HealthRecord::initial(self.backends, self.initially_healthy)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory_store::MemoryStore;
+
+    fn sample() -> HealthRecord {
+        HealthRecord {
+            backends: vec![
+                BackendHealth {
+                    healthy: true,
+                    successes: 7,
+                    failures: 0,
+                    last_status: 200,
+                    last_probe_ms: 1_700_000_000_123,
+                    passive_failures: 2,
+                    ejected_until_ms: 0,
+                    ejections: 1,
+                },
+                BackendHealth {
+                    healthy: false,
+                    failures: 3,
+                    ejected_until_ms: u64::MAX,
+                    ejections: u32::MAX,
+                    ..BackendHealth::default()
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn encoding_round_trips() {
+        let record = sample();
+        assert_eq!(HealthRecord::decode(&record.encode(), 2), Some(record));
+    }
+
+    #[test]
+    fn malformed_records_are_refused() {
+        let bytes = sample().encode();
+        assert_eq!(HealthRecord::decode(&bytes, 3), None);
+        assert_eq!(HealthRecord::decode(&bytes[1..], 2), None);
+        assert_eq!(
+            HealthRecord::decode(&[], 0),
+            Some(HealthRecord { backends: vec![] })
+        );
+    }
+
+    #[test]
+    fn eligibility() {
+        let mut backend = BackendHealth {
+            healthy: true,
+            ..BackendHealth::default()
+        };
+        assert!(backend.eligible(100));
+        backend.ejected_until_ms = 200;
+        assert!(!backend.eligible(199));
+        assert!(backend.eligible(200));
+        backend.healthy = false;
+        assert!(!backend.eligible(300));
+    }
+
+    #[test]
+    fn updates_bump_the_version_and_survive_contention() {
+        let store = MemoryStore::new();
+        let health = HealthStore::new("eisodos.t.health".into(), 2, true);
+        health.ensure_created(&store).unwrap();
+        let v1 = health.version(&store).unwrap();
+        store.interfere_after_get(3, |old| old.to_vec());
+        let written = health.update(&store, |record| {
+            record.backends[1].healthy = false;
+            true
+        });
+        assert!(written.is_some());
+        assert!(!health.read(&store).backends[1].healthy);
+        assert_ne!(health.version(&store).unwrap(), v1);
+        let v2 = health.version(&store);
+        assert_eq!(
+            health.update(&store, |_| false),
+            None,
+            "no change, no write"
+        );
+        assert_eq!(health.version(&store), v2);
+    }
+
+    #[test]
+    fn an_update_that_always_loses_gives_up() {
+        let store = MemoryStore::new();
+        let health = HealthStore::new("k".into(), 1, true);
+        health.ensure_created(&store).unwrap();
+        store.interfere_after_get(MAX_CAS_ATTEMPTS, |old| old.to_vec());
+        assert_eq!(health.update(&store, |_| true), None);
+    }
+
+    #[test]
+    fn initial_state_follows_the_configuration() {
+        let store = MemoryStore::new();
+        let health = HealthStore::new("k".into(), 2, false);
+        health.ensure_created(&store).unwrap();
+        assert!(health.read(&store).backends.iter().all(|b| !b.healthy));
+        // Created once: a second configuration keeps what is known.
+        health.update(&store, |r| {
+            r.backends[0].healthy = true;
+            true
+        });
+        HealthStore::new("k".into(), 2, false)
+            .ensure_created(&store)
+            .unwrap();
+        assert!(health.read(&store).backends[0].healthy);
+    }
+}

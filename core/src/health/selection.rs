@@ -1,0 +1,252 @@
+//! Which backends may take requests right now, and the per-policy structures over them.
+//!
+//! Rebuilt on a worker when the shared health record changes (or an ejection runs out), never
+//! per request. The rules, in order:
+//! 1. Some primaries are eligible (healthy and not ejected): use them, unless fewer than
+//!    `panic_threshold_percent` of all primaries are; then *panic*: use every primary, as
+//!    Envoy does, because the few left would be overrun.
+//! 2. No primary is eligible: use the eligible backups (nginx's `backup`).
+//! 3. Nothing is eligible: *all down*; requests get a local 503.
+
+use super::record::HealthRecord;
+use crate::config::Config;
+use crate::policy::round_robin::RotationError;
+use crate::policy::{Rotation, WeightedRandom};
+
+/// Which rule chose the population.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The eligible primaries.
+    Normal,
+    /// Too few primaries eligible: all primaries.
+    Panic,
+    /// No primary eligible: the eligible backups.
+    Backup,
+    /// Nothing eligible.
+    AllDown,
+}
+
+impl Mode {
+    /// Lower-case name, for logs and the status page.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Normal => "normal",
+            Mode::Panic => "panic",
+            Mode::Backup => "backup",
+            Mode::AllDown => "all_down",
+        }
+    }
+}
+
+/// The backends requests may go to, and what the policies need over them.
+#[derive(Debug)]
+pub struct Selection {
+    /// The rule that applied.
+    pub mode: Mode,
+    /// Backend indices that may take requests, in configuration order.
+    pub population: Vec<usize>,
+    allowed: Vec<bool>,
+    /// Smooth weighted round-robin over the population (slots are positions in it).
+    rotation: Option<Rotation>,
+    /// Weighted random over the population (positions in it).
+    random: WeightedRandom,
+    /// The earliest time this selection may change without a record change (an ejection
+    /// running out); `u64::MAX` when none.
+    pub valid_until_ms: u64,
+}
+
+impl Selection {
+    /// The selection for `config` given `record` (`None`: no health information, all
+    /// eligible) at `now_ms`.
+    pub fn build(
+        config: &Config,
+        record: Option<&HealthRecord>,
+        now_ms: u64,
+    ) -> Result<Self, RotationError> {
+        let eligible = |index: usize| {
+            record
+                .and_then(|r| r.backends.get(index))
+                .is_none_or(|backend| backend.eligible(now_ms))
+        };
+        let (primaries, backups): (Vec<usize>, Vec<usize>) =
+            (0..config.backends.len()).partition(|&i| {
+                config
+                    .backends
+                    .get(i)
+                    .is_some_and(|backend| !backend.backup)
+            });
+        let healthy_primaries: Vec<usize> =
+            primaries.iter().copied().filter(|&i| eligible(i)).collect();
+        let (mode, population) = if !healthy_primaries.is_empty() {
+            let threshold = u64::from(config.panic_threshold_percent);
+            let panic = (healthy_primaries.len() as u64) * 100 < threshold * primaries.len() as u64;
+            if panic {
+                (Mode::Panic, primaries)
+            } else {
+                (Mode::Normal, healthy_primaries)
+            }
+        } else {
+            let healthy_backups: Vec<usize> =
+                backups.into_iter().filter(|&i| eligible(i)).collect();
+            if healthy_backups.is_empty() {
+                (Mode::AllDown, Vec::new())
+            } else {
+                (Mode::Backup, healthy_backups)
+            }
+        };
+        let weights: Vec<u32> = population
+            .iter()
+            .filter_map(|&i| config.backends.get(i).map(|b| b.weight))
+            .collect();
+        let rotation = match Rotation::new(&weights) {
+            Ok(rotation) => Some(rotation),
+            Err(RotationError::Empty) => None,
+            Err(err) => return Err(err),
+        };
+        let mut allowed = vec![false; config.backends.len()];
+        for &index in &population {
+            if let Some(slot) = allowed.get_mut(index) {
+                *slot = true;
+            }
+        }
+        let valid_until_ms = record
+            .map(|r| {
+                r.backends
+                    .iter()
+                    .map(|b| b.ejected_until_ms)
+                    .filter(|&until| until > now_ms)
+                    .min()
+                    .unwrap_or(u64::MAX)
+            })
+            .unwrap_or(u64::MAX);
+        Ok(Self {
+            mode,
+            allowed,
+            rotation,
+            random: WeightedRandom::new(&weights),
+            population,
+            valid_until_ms,
+        })
+    }
+
+    /// Whether backend `index` may take requests.
+    pub fn allows(&self, index: usize) -> bool {
+        self.allowed.get(index).copied().unwrap_or(false)
+    }
+
+    /// The round-robin backend for `ticket`; `None` when all are down.
+    pub fn rotate(&self, ticket: u64) -> Option<usize> {
+        let position = self.rotation.as_ref()?.pick(ticket);
+        self.population.get(position).copied()
+    }
+
+    /// A weighted random backend; `None` when all are down.
+    pub fn random(&self, rng: &mut fastrand::Rng) -> Option<usize> {
+        let position = self.random.pick(rng)?;
+        self.population.get(position).copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(json: &str) -> Config {
+        Config::parse(json.as_bytes()).unwrap()
+    }
+
+    const FOUR_AND_BACKUP: &str = r#"{"backends": [{"cluster": "a"}, {"cluster": "b"},
+        {"cluster": "c"}, {"cluster": "d"}, {"cluster": "spare", "backup": true}]}"#;
+
+    fn with_down(down: &[usize]) -> HealthRecord {
+        let mut record = HealthRecord::initial(5, true);
+        for &i in down {
+            record.backends[i].healthy = false;
+        }
+        record
+    }
+
+    fn build(down: &[usize]) -> Selection {
+        Selection::build(&config(FOUR_AND_BACKUP), Some(&with_down(down)), 0).unwrap()
+    }
+
+    #[test]
+    fn healthy_primaries_only_and_never_the_backup() {
+        let selection = build(&[1]);
+        assert_eq!(
+            (selection.mode, selection.population.clone()),
+            (Mode::Normal, vec![0, 2, 3])
+        );
+        assert!(!selection.allows(1) && !selection.allows(4));
+        let rotation: Vec<usize> = (0..6).map(|t| selection.rotate(t).unwrap()).collect();
+        assert_eq!(rotation, [0, 2, 3, 0, 2, 3]);
+        let none = Selection::build(&config(FOUR_AND_BACKUP), None, 0).unwrap();
+        assert_eq!(none.population, [0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn panic_below_the_threshold_spreads_over_all_primaries() {
+        let at_threshold = build(&[0, 1]);
+        assert_eq!(at_threshold.mode, Mode::Normal, "2 of 4 is 50%: not below");
+        let below = build(&[0, 1, 2]);
+        assert_eq!(
+            (below.mode, below.population.clone()),
+            (Mode::Panic, vec![0, 1, 2, 3])
+        );
+        let disabled = Selection::build(
+            &config(&FOUR_AND_BACKUP.replace(
+                "\"backends\"",
+                "\"panic_threshold_percent\": 0, \"backends\"",
+            )),
+            Some(&with_down(&[0, 1, 2])),
+            0,
+        )
+        .unwrap();
+        assert_eq!(
+            (disabled.mode, disabled.population),
+            (Mode::Normal, vec![3])
+        );
+    }
+
+    #[test]
+    fn backups_when_no_primary_is_eligible() {
+        let selection = build(&[0, 1, 2, 3]);
+        assert_eq!(
+            (selection.mode, selection.population.clone()),
+            (Mode::Backup, vec![4])
+        );
+        assert_eq!(selection.rotate(12), Some(4));
+    }
+
+    #[test]
+    fn all_down() {
+        let selection = build(&[0, 1, 2, 3, 4]);
+        assert_eq!(selection.mode, Mode::AllDown);
+        assert_eq!(selection.rotate(0), None);
+        assert_eq!(selection.random(&mut fastrand::Rng::with_seed(1)), None);
+    }
+
+    #[test]
+    fn ejections_count_and_bound_the_selection_lifetime() {
+        let mut record = with_down(&[]);
+        record.backends[2].ejected_until_ms = 5_000;
+        record.backends[3].ejected_until_ms = 9_000;
+        let selection = Selection::build(&config(FOUR_AND_BACKUP), Some(&record), 1_000).unwrap();
+        assert_eq!(selection.population, [0, 1]);
+        assert_eq!(selection.valid_until_ms, 5_000);
+        let later = Selection::build(&config(FOUR_AND_BACKUP), Some(&record), 5_000).unwrap();
+        assert_eq!(later.population, [0, 1, 2]);
+    }
+
+    #[test]
+    fn weights_carry_over_to_the_population() {
+        let cfg = config(
+            r#"{"backends": [{"cluster": "a", "weight": 5}, {"cluster": "b"}, {"cluster": "c"}]}"#,
+        );
+        let mut record = HealthRecord::initial(3, true);
+        record.backends[1].healthy = false;
+        let selection = Selection::build(&cfg, Some(&record), 0).unwrap();
+        let cycle: Vec<usize> = (0..6).map(|t| selection.rotate(t).unwrap()).collect();
+        assert_eq!(cycle, [0, 0, 0, 2, 0, 0]);
+    }
+}
