@@ -407,7 +407,7 @@ impl Balancer {
             }
         }
         let mut change = None;
-        health.store.update(store, |record| {
+        let written = health.store.update(store, |record| {
             let ejected = self
                 .primaries()
                 .filter(|&i| record.backends.get(i).is_some_and(|b| b.is_ejected(now_ms)))
@@ -424,7 +424,25 @@ impl Balancer {
             change = machine::record_request(backend, failed, now_ms, &outlier, may_eject);
             *backend != before
         });
+        // The worker that ejects stops sending at once; the others follow on their next tick.
+        if let (Some(Change::Ejected { .. }), Some(record)) = (change, written) {
+            self.follow(health, record, now_ms);
+        }
         change
+    }
+
+    /// Adopts `record` as this worker's view of health, rebuilding the selection.
+    fn follow(&self, health: &Health, record: HealthRecord, now_ms: u64) -> Option<(Mode, Mode)> {
+        let mut mode_change = None;
+        if let Ok(selection) = Selection::build(&self.config, Some(&record), now_ms) {
+            let before = self.mode();
+            if before != selection.mode {
+                mode_change = Some((before, selection.mode));
+            }
+            *self.selection.borrow_mut() = Rc::new(selection);
+        }
+        *health.record.borrow_mut() = record;
+        mode_change
     }
 
     /// The periodic work of a worker: flush in-flight debt, write probe answers, follow the
@@ -463,15 +481,7 @@ impl Balancer {
         let version = health.store.version(store);
         let expired = now_ms >= self.selection.borrow().valid_until_ms;
         if version.is_some() && (version != health.seen_version.get() || expired) {
-            let record = health.store.read(store);
-            if let Ok(selection) = Selection::build(&self.config, Some(&record), now_ms) {
-                let before = self.mode();
-                if before != selection.mode {
-                    tick.mode_change = Some((before, selection.mode));
-                }
-                *self.selection.borrow_mut() = Rc::new(selection);
-            }
-            *health.record.borrow_mut() = record;
+            tick.mode_change = self.follow(health, health.store.read(store), now_ms);
             health.seen_version.set(version);
         }
         if let (Some((prober, lease)), Some(check)) = (&health.prober, &self.config.health_check) {

@@ -14,6 +14,7 @@
 
 pub mod client;
 pub mod envoy;
+pub mod load;
 pub mod paths;
 pub mod ports;
 pub mod raw;
