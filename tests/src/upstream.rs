@@ -187,9 +187,16 @@ impl Upstream {
         self.port
     }
 
-    /// Requests received so far (counted on arrival, before any delay).
+    /// Requests received so far, health probes left out (counted on arrival, before any
+    /// delay).
     pub fn hits(&self) -> u64 {
         self.shared.hits.load(Ordering::SeqCst)
+    }
+
+    /// Health probes received so far (requests for [`PROBE_PATH`]); not counted in
+    /// [`Upstream::hits`].
+    pub fn probes(&self) -> u64 {
+        self.hits_for(PROBE_PATH)
     }
 
     /// Requests received so far whose path (without query) is `path`.
@@ -294,6 +301,9 @@ impl std::fmt::Display for ResetRequested {
 
 impl std::error::Error for ResetRequested {}
 
+/// The path eisodos' health probes use in the shipped configs and the tests.
+pub const PROBE_PATH: &str = "/healthz";
+
 /// Path prefix that makes the upstream reset the connection.
 pub const RESET_PATH: &str = "/reset";
 
@@ -301,7 +311,9 @@ async fn handle(
     shared: Arc<Shared>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, ResetRequested> {
-    shared.hits.fetch_add(1, Ordering::SeqCst);
+    if req.uri().path() != PROBE_PATH {
+        shared.hits.fetch_add(1, Ordering::SeqCst);
+    }
     *shared
         .hits_by_path
         .lock()

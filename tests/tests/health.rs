@@ -86,7 +86,7 @@ fn probes_in_three_seconds(concurrency: usize) -> Vec<u64> {
     );
     let envoy = start(&upstreams, &config, concurrency);
     std::thread::sleep(Duration::from_millis(3000));
-    let probes = upstreams.iter().map(|u| u.hits_for("/healthz")).collect();
+    let probes = upstreams.iter().map(Upstream::probes).collect();
     drop(envoy);
     probes
 }

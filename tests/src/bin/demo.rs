@@ -150,9 +150,10 @@ fn run() -> Result<(), String> {
 
     if !args.exit {
         println!(
-            "\nEnvoy listens on {} (admin {}). Ctrl-C to stop.",
+            "\nEnvoy listens on {} (admin {}), eisodos' status page: curl {}\nCtrl-C to stop.",
             envoy.url("/"),
-            envoy.admin_url("/")
+            envoy.admin_url("/"),
+            envoy.url("/.eisodos/status")
         );
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
