@@ -158,7 +158,8 @@ fn cluster(balancer: &Balancer, index: usize) -> &str {
         .map_or("?", |backend| backend.cluster.as_str())
 }
 
-/// State changes at info, with the backend and the reason.
+/// State changes at info, with the backend and the reason (mode changes, which an operator
+/// may have to act on, are logged louder in `on_tick`).
 fn log_change(balancer: &Balancer, index: usize, change: Change) {
     let cluster = cluster(balancer, index);
     let check = balancer.config().health_check.as_ref();
@@ -167,11 +168,11 @@ fn log_change(balancer: &Balancer, index: usize, change: Change) {
             "backend {cluster} healthy: {} consecutive probes passed",
             check.map_or(0, |c| c.healthy_threshold)
         ),
-        Change::BecameUnhealthy => warn!(
+        Change::BecameUnhealthy => info!(
             "backend {cluster} unhealthy: {} consecutive probes failed",
             check.map_or(0, |c| c.unhealthy_threshold)
         ),
-        Change::Ejected { until_ms, count } => warn!(
+        Change::Ejected { until_ms, count } => info!(
             "backend {cluster} ejected for {} ms (ejection {count}): consecutive failed requests",
             until_ms.saturating_sub(host::now_ms())
         ),

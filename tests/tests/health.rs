@@ -354,6 +354,12 @@ fn a_probe_slower_than_its_timeout_fails() {
     eprintln!("timed-out probe recorded as: {slow}");
     // Envoy answers a timed-out call itself, with 504.
     assert_eq!(slow["last_probe_status"], 504);
+    assert!(
+        envoy
+            .log()
+            .contains("backend slow unhealthy: 3 consecutive probes failed"),
+        "the change is logged with the backend and the reason"
+    );
     // Every worker follows within one tick.
     std::thread::sleep(Duration::from_millis(150));
     let before = hits_of(&upstreams);
