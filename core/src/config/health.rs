@@ -47,6 +47,25 @@ pub struct HealthCheckConfig {
     pub initial_state: InitialState,
 }
 
+#[cfg(test)]
+impl HealthCheckConfig {
+    /// The documented defaults with path `/healthz`: what `{"path": "/healthz"}` parses to.
+    pub(crate) fn defaults_for_tests() -> Self {
+        Self {
+            path: "/healthz".into(),
+            authority: None,
+            method: "GET".into(),
+            interval_ms: 1000,
+            timeout_ms: 500,
+            healthy_threshold: 2,
+            unhealthy_threshold: 3,
+            expected_statuses: vec![200],
+            interval_jitter_percent: 0,
+            initial_state: InitialState::Healthy,
+        }
+    }
+}
+
 /// Passive ejection: consecutive failed requests take a backend out for a while.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutlierDetectionConfig {

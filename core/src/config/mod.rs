@@ -914,18 +914,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             config.health_check,
-            Some(HealthCheckConfig {
-                path: "/healthz".into(),
-                authority: None,
-                method: "GET".into(),
-                interval_ms: 1000,
-                timeout_ms: 500,
-                healthy_threshold: 2,
-                unhealthy_threshold: 3,
-                expected_statuses: vec![200],
-                interval_jitter_percent: 0,
-                initial_state: InitialState::Healthy,
-            })
+            Some(HealthCheckConfig::defaults_for_tests())
         );
         assert_eq!(
             config.outlier_detection,

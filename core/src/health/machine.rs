@@ -119,20 +119,11 @@ pub fn may_eject(ejected_primaries: usize, primaries: usize, max_percent: u32) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::InitialState;
 
     fn check() -> HealthCheckConfig {
         HealthCheckConfig {
-            path: "/healthz".into(),
-            authority: None,
-            method: "GET".into(),
-            interval_ms: 1000,
-            timeout_ms: 500,
-            healthy_threshold: 2,
-            unhealthy_threshold: 3,
             expected_statuses: vec![200, 204],
-            interval_jitter_percent: 0,
-            initial_state: InitialState::Healthy,
+            ..HealthCheckConfig::defaults_for_tests()
         }
     }
 

@@ -146,20 +146,11 @@ fn interval_with_jitter(config: &HealthCheckConfig, index: usize, last_probe_ms:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::InitialState;
 
     fn config(jitter: u32) -> HealthCheckConfig {
         HealthCheckConfig {
-            path: "/healthz".into(),
-            authority: None,
-            method: "GET".into(),
-            interval_ms: 1000,
-            timeout_ms: 500,
-            healthy_threshold: 2,
-            unhealthy_threshold: 3,
-            expected_statuses: vec![200],
             interval_jitter_percent: jitter,
-            initial_state: InitialState::Healthy,
+            ..HealthCheckConfig::defaults_for_tests()
         }
     }
 
