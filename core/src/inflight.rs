@@ -49,8 +49,9 @@ pub enum Commit {
 pub struct InflightTable {
     key: String,
     backends: usize,
-    /// Deltas this VM could not write yet, per backend.
-    debt: RefCell<Vec<i64>>,
+    /// Deltas this VM could not write yet, by backend; almost always empty, so a write costs
+    /// a copy of the record and a patch of one slot, not a pass over every backend.
+    debt: RefCell<Vec<(usize, i64)>>,
 }
 
 impl InflightTable {
@@ -59,7 +60,7 @@ impl InflightTable {
         Self {
             key,
             backends,
-            debt: RefCell::new(vec![0; backends]),
+            debt: RefCell::new(Vec::new()),
         }
     }
 
@@ -107,7 +108,7 @@ impl InflightTable {
 
     /// Writes this VM's debt, if any (call periodically, e.g. from the root context's tick).
     pub fn flush(&self, store: &dyn SharedStore) -> Commit {
-        if self.debt.borrow().iter().all(|&d| d == 0) {
+        if self.debt.borrow().is_empty() {
             return Commit::Written;
         }
         self.update(store, |_| Some((0, 0)))
@@ -115,7 +116,13 @@ impl InflightTable {
 
     /// This VM's outstanding debt per backend (for status and tests).
     pub fn debt(&self) -> Vec<i64> {
-        self.debt.borrow().clone()
+        let mut dense = vec![0; self.backends];
+        for &(index, owed) in self.debt.borrow().iter() {
+            if let Some(slot) = dense.get_mut(index) {
+                *slot += owed;
+            }
+        }
+        dense
     }
 
     /// Reads the current counts (for status and tests).
@@ -147,7 +154,7 @@ impl InflightTable {
             let record = self.apply(&bytes, index, delta);
             match store.set(&self.key, &record, cas) {
                 Ok(()) => {
-                    self.debt.borrow_mut().iter_mut().for_each(|d| *d = 0);
+                    self.debt.borrow_mut().clear();
                     return Commit::Written;
                 }
                 Err(SetError::CasMismatch) => continue,
@@ -157,28 +164,47 @@ impl InflightTable {
         Commit::Deferred
     }
 
-    /// The record after adding `delta` to `index` and this VM's debt everywhere. Counts never
-    /// go below zero (a release can only follow its own acquire, so zero means a lost record).
+    /// The record after adding `delta` to `index` and this VM's debt. Counts never go below
+    /// zero (a release can only follow its own acquire, so zero means a lost record).
     fn apply(&self, bytes: &[u8], index: usize, delta: i64) -> Vec<u8> {
-        let current = Snapshot { bytes };
+        let mut record = bytes.to_vec();
+        record.resize(self.backends * 4, 0);
         let debt = self.debt.borrow();
-        let mut record = Vec::with_capacity(self.backends * 4);
-        for (i, owed) in debt.iter().enumerate() {
-            let mut value = i64::from(current.get(i)) + owed;
-            if i == index {
-                value += delta;
-            }
-            let value = u32::try_from(value.max(0)).unwrap_or(u32::MAX);
-            record.extend_from_slice(&value.to_le_bytes());
+        if debt.is_empty() {
+            patch(&mut record, index, delta);
+            return record;
+        }
+        // One combined change per slot, so the floor at zero applies to the sum.
+        let mut changes = debt.clone();
+        match changes.iter_mut().find(|(slot, _)| *slot == index) {
+            Some((_, owed)) => *owed += delta,
+            None => changes.push((index, delta)),
+        }
+        for (slot, change) in changes {
+            patch(&mut record, slot, change);
         }
         record
     }
 
     fn owe(&self, index: usize, delta: i64) {
-        if let Some(owed) = self.debt.borrow_mut().get_mut(index) {
-            *owed += delta;
+        let mut debt = self.debt.borrow_mut();
+        match debt.iter_mut().find(|(slot, _)| *slot == index) {
+            Some((_, owed)) => *owed += delta,
+            None => debt.push((index, delta)),
         }
+        debt.retain(|&(_, owed)| owed != 0);
     }
+}
+
+/// Adds `change` to the count in `slot`, flooring at zero.
+fn patch(record: &mut [u8], slot: usize, change: i64) {
+    let start = slot.saturating_mul(4);
+    let Some(bytes) = record.get_mut(start..start.saturating_add(4)) else {
+        return;
+    };
+    let current = <[u8; 4]>::try_from(&*bytes).map_or(0, u32::from_le_bytes);
+    let value = (i64::from(current) + change).max(0);
+    bytes.copy_from_slice(&u32::try_from(value).unwrap_or(u32::MAX).to_le_bytes());
 }
 
 #[cfg(test)]
