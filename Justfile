@@ -65,3 +65,10 @@ validate: build
 
 # Everything CI runs: lint, validate, test.
 ci: lint validate test
+
+# Benchmark eisodos against Envoy's native load balancing (about 10 minutes; writes bench/results/latest.*). `just bench --quick` for a short run.
+bench *ARGS: build
+    cargo build --release --target wasm32-wasip1 -p eisodos-empty-filter
+    cargo bench -p eisodos-core --bench ops
+    cargo bench -p eisodos-core --bench selection
+    ENVOY_BIN="{{envoy}}" cargo run --release -p eisodos-bench -- {{ARGS}}

@@ -1,0 +1,388 @@
+//! `just bench`: what eisodos costs next to Envoy's own load balancing.
+//!
+//! Real Envoy (the binary the tests use), the same local upstreams for every variant, variants
+//! run one after another in each round and the rounds repeated (A/B/A/B), every figure also a
+//! ratio to the native round-robin baseline of the same round; medians and min–max reported.
+//! Never asserts absolute times: the machine is noisy.
+//!
+//! Usage: `eisodos-bench [--rounds N] [--seconds S] [--connections C] [--quick]`.
+
+mod configs;
+mod loadgen;
+mod process;
+mod report;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use eisodos_tests::envoy::Envoy;
+use eisodos_tests::paths;
+use eisodos_tests::ports::free_port;
+use eisodos_tests::upstream::Upstream;
+use serde_json::{json, Value};
+
+use configs::Routing;
+use report::{Measurement, Report};
+
+/// One configuration compared.
+pub struct Variant {
+    /// Short name in tables.
+    pub name: &'static str,
+    /// How it routes.
+    pub routing: Routing,
+}
+
+struct Options {
+    rounds: usize,
+    seconds: u64,
+    connections: usize,
+}
+
+fn options() -> Options {
+    let mut options = Options {
+        rounds: 3,
+        seconds: 5,
+        connections: 16,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut number = |name: &str| -> u64 {
+            args.next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{name} needs a number"))
+        };
+        match arg.as_str() {
+            "--rounds" => options.rounds = number("--rounds") as usize,
+            "--seconds" => options.seconds = number("--seconds"),
+            "--connections" => options.connections = number("--connections") as usize,
+            "--quick" => {
+                options.rounds = 1;
+                options.seconds = 2;
+            }
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    options
+}
+
+fn health_check() -> Value {
+    json!({"path": "/healthz", "interval_ms": 1000, "timeout_ms": 500})
+}
+
+fn eisodos(policy_fields: Value) -> Routing {
+    let mut plugin = policy_fields;
+    plugin["health_check"] = health_check();
+    Routing::Filter {
+        wasm: "eisodos.wasm",
+        plugin_config: plugin,
+        clusters: 3,
+    }
+}
+
+fn main_variants() -> Vec<Variant> {
+    vec![
+        Variant {
+            name: "native ROUND_ROBIN",
+            routing: Routing::Native {
+                lb_policy: "ROUND_ROBIN",
+                extra: None,
+            },
+        },
+        Variant {
+            name: "empty Wasm filter",
+            routing: Routing::Filter {
+                wasm: "empty_filter.wasm",
+                plugin_config: json!({}),
+                clusters: 3,
+            },
+        },
+        Variant {
+            name: "empty filter + shared-data ticket",
+            routing: Routing::Filter {
+                wasm: "empty_filter.wasm",
+                plugin_config: json!({"shared_data_ticket": true}),
+                clusters: 3,
+            },
+        },
+        Variant {
+            name: "eisodos round_robin",
+            routing: eisodos(json!({"policy": "round_robin"})),
+        },
+        Variant {
+            name: "eisodos least_request",
+            routing: eisodos(json!({"policy": "least_request"})),
+        },
+        Variant {
+            name: "eisodos consistent_hash",
+            routing: eisodos(
+                json!({"policy": "consistent_hash", "hash_key": [{"header": "x-user-id"}]}),
+            ),
+        },
+        Variant {
+            name: "eisodos random",
+            routing: eisodos(json!({"policy": "random"})),
+        },
+        Variant {
+            name: "eisodos everything",
+            routing: Routing::Filter {
+                wasm: "eisodos.wasm",
+                plugin_config: json!({
+                    "policy": "least_request",
+                    "health_check": health_check(),
+                    "outlier_detection": {"consecutive_failures": 5},
+                    "status_path": "/.eisodos/status",
+                    "backends": [{"cluster": "backend_a"}, {"cluster": "backend_b"},
+                                 {"cluster": "backend_c"}, {"cluster": "backend_d", "backup": true}]
+                }),
+                clusters: 4,
+            },
+        },
+        Variant {
+            name: "native LEAST_REQUEST",
+            routing: Routing::Native {
+                lb_policy: "LEAST_REQUEST",
+                extra: None,
+            },
+        },
+        Variant {
+            name: "native RING_HASH",
+            routing: Routing::Native {
+                lb_policy: "RING_HASH",
+                extra: None,
+            },
+        },
+    ]
+}
+
+fn scale_variants() -> Vec<Variant> {
+    let eisodos_over = |clusters: usize| Routing::Filter {
+        wasm: "eisodos.wasm",
+        plugin_config: json!({"policy": "round_robin", "health_check": health_check()}),
+        clusters,
+    };
+    vec![
+        Variant {
+            name: "native ROUND_ROBIN, 3 endpoints",
+            routing: Routing::Native {
+                lb_policy: "ROUND_ROBIN",
+                extra: None,
+            },
+        },
+        Variant {
+            name: "native ROUND_ROBIN, 300 endpoints",
+            routing: Routing::Native {
+                lb_policy: "ROUND_ROBIN",
+                extra: Some(json!({"endpoints_per_port": 100})),
+            },
+        },
+        Variant {
+            name: "eisodos round_robin, 3 clusters",
+            routing: eisodos_over(3),
+        },
+        Variant {
+            name: "eisodos round_robin, 300 clusters",
+            routing: eisodos_over(300),
+        },
+    ]
+}
+
+fn balance_variants() -> Vec<Variant> {
+    vec![
+        Variant {
+            name: "native ROUND_ROBIN",
+            routing: Routing::Native {
+                lb_policy: "ROUND_ROBIN",
+                extra: None,
+            },
+        },
+        Variant {
+            name: "native LEAST_REQUEST",
+            routing: Routing::Native {
+                lb_policy: "LEAST_REQUEST",
+                extra: None,
+            },
+        },
+        Variant {
+            name: "native LEAST_REQUEST FULL_SCAN",
+            routing: Routing::Native {
+                lb_policy: "LEAST_REQUEST",
+                extra: Some(
+                    json!({"load_balancing_policy": {"policies": [{"typed_extension_config": {
+                    "name": "envoy.load_balancing_policies.least_request",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.load_balancing_policies.least_request.v3.LeastRequest",
+                        "selection_method": "FULL_SCAN"}}}]}}),
+                ),
+            },
+        },
+        Variant {
+            name: "eisodos least_request",
+            routing: eisodos(json!({"policy": "least_request"})),
+        },
+    ]
+}
+
+/// Runs one variant once: a fresh Envoy, 1 s of warm-up, then the measured load.
+fn measure(
+    variant: &Variant,
+    concurrency: usize,
+    upstream_ports: &[u16],
+    connections: usize,
+    seconds: u64,
+    work: &Path,
+) -> Measurement {
+    let (listener, admin) = (free_port(), free_port());
+    let wasm_dir = paths::repo_root().join("target/wasm32-wasip1/release");
+    let config = configs::render(&variant.routing, listener, admin, upstream_ports, &wasm_dir);
+    let config_path = work.join("envoy.json");
+    std::fs::write(&config_path, config.to_string()).expect("write the Envoy config");
+    let mut envoy =
+        Envoy::start_with_config_file(&config_path, work, &work.join("envoy.log"), concurrency)
+            .unwrap_or_else(|e| panic!("{}: {e}", variant.name));
+    loadgen::run(listener, connections, Duration::from_secs(1));
+    let pid = envoy.pid();
+    let cpu_before = process::cpu_micros(pid).unwrap_or(0);
+    let load = loadgen::run(listener, connections, Duration::from_secs(seconds));
+    let cpu_after = process::cpu_micros(pid).unwrap_or(0);
+    let rss_kb = process::rss_kb(pid).unwrap_or(0);
+    envoy.stop();
+    Measurement::new(
+        variant.name,
+        concurrency,
+        &load,
+        cpu_after - cpu_before,
+        rss_kb,
+    )
+}
+
+fn run_section(
+    title: &str,
+    variants: &[Variant],
+    concurrencies: &[usize],
+    upstream_ports: &[u16],
+    connections: usize,
+    options: &Options,
+    work: &Path,
+) -> Vec<Measurement> {
+    let mut all = Vec::new();
+    for &concurrency in concurrencies {
+        for round in 1..=options.rounds {
+            for variant in variants {
+                let m = measure(
+                    variant,
+                    concurrency,
+                    upstream_ports,
+                    connections,
+                    options.seconds,
+                    work,
+                );
+                eprintln!(
+                    "{title} | --concurrency {concurrency} round {round}: {:<34} {:>9.0} rq/s  p50 {:.2} ms  p99 {:.2} ms  {:.1} us CPU/rq{}",
+                    m.variant,
+                    m.rps,
+                    m.p50_ms,
+                    m.p99_ms,
+                    m.cpu_us_per_request,
+                    if m.errors > 0 { format!("  ({} errors)", m.errors) } else { String::new() }
+                );
+                all.push(m.with_round(round));
+            }
+        }
+    }
+    all
+}
+
+fn main() {
+    let options = options();
+    let work = tempdir();
+    let results = paths::repo_root().join("bench/results");
+    std::fs::create_dir_all(&results).expect("create bench/results");
+
+    let upstreams = Upstream::start_all(&["bench_a", "bench_b", "bench_c"]);
+    let ports: Vec<u16> = upstreams.iter().map(Upstream::port).collect();
+    let main = run_section(
+        "overhead",
+        &main_variants(),
+        &[1, 2],
+        &ports,
+        options.connections,
+        &options,
+        &work,
+    );
+    let scale = run_section(
+        "scale",
+        &scale_variants(),
+        &[1],
+        &ports,
+        options.connections,
+        &options,
+        &work,
+    );
+    drop(upstreams);
+
+    let fast_a = Upstream::builder("fast_a").start();
+    let fast_b = Upstream::builder("fast_b").start();
+    let slow = Upstream::builder("slow")
+        .delay(Duration::from_millis(20))
+        .start();
+    let balance_ports = [fast_a.port(), fast_b.port(), slow.port()];
+    let balance = run_section(
+        "balance",
+        &balance_variants(),
+        &[2],
+        &balance_ports,
+        32,
+        &options,
+        &work,
+    );
+
+    let report = Report {
+        machine: process::machine(),
+        envoy: envoy_version(),
+        rounds: options.rounds,
+        seconds: options.seconds,
+        connections: options.connections,
+        wasm_bytes: wasm_size("eisodos.wasm"),
+        empty_wasm_bytes: wasm_size("empty_filter.wasm"),
+        ops_per_request: std::fs::read_to_string(results.join("ops-per-request.json"))
+            .ok()
+            .and_then(|text| serde_json::from_str(&text).ok()),
+        main,
+        scale,
+        balance,
+        selection_ns: report::criterion_selection(&paths::repo_root().join("target")),
+    };
+    report.write(&results).expect("write the report");
+    println!("{}", report.markdown());
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+fn tempdir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("eisodos-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create a work directory");
+    dir
+}
+
+fn wasm_size(name: &str) -> u64 {
+    std::fs::metadata(
+        paths::repo_root()
+            .join("target/wasm32-wasip1/release")
+            .join(name),
+    )
+    .map_or(0, |m| m.len())
+}
+
+fn envoy_version() -> String {
+    std::process::Command::new(paths::envoy_bin())
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|out| {
+            String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .skip_while(|word| *word != "version:")
+                .nth(1)
+                .and_then(|word| word.split('/').nth(1).map(str::to_owned))
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
