@@ -5,7 +5,8 @@
 //! ratio to the native round-robin baseline of the same round; medians and min–max reported.
 //! Never asserts absolute times: the machine is noisy.
 //!
-//! Usage: `eisodos-bench [--rounds N] [--seconds S] [--connections C] [--quick]`.
+//! Usage: `eisodos-bench [--rounds N] [--seconds S] [--connections C] [--quick]`, or
+//! `eisodos-bench --from-json` to redo the markdown and plot from `bench/results/latest.json`.
 
 mod configs;
 mod loadgen;
@@ -293,6 +294,15 @@ fn run_section(
 }
 
 fn main() {
+    // `--from-json`: rewrite the markdown and the plot of the last run without running again.
+    if std::env::args().any(|arg| arg == "--from-json") {
+        let results = paths::repo_root().join("bench/results");
+        let text = std::fs::read_to_string(results.join("latest.json")).expect("read latest.json");
+        let report: Report = serde_json::from_str(&text).expect("parse latest.json");
+        report.write(&results).expect("write the report");
+        println!("{}", report.markdown());
+        return;
+    }
     let options = options();
     let work = tempdir();
     let results = paths::repo_root().join("bench/results");

@@ -3,13 +3,13 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::loadgen::LoadResult;
 
 /// One run of one variant.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Measurement {
     /// Variant name.
     pub variant: String,
@@ -69,7 +69,7 @@ impl Measurement {
 }
 
 /// A whole benchmark run.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Report {
     /// CPU model and cores.
     pub machine: String,
@@ -341,11 +341,26 @@ impl Report {
                 );
             }
         }
-        if let Some(ops) = &self.ops_per_request {
+        if let Some(results) = self
+            .ops_per_request
+            .as_ref()
+            .and_then(|ops| ops["results"].as_array())
+        {
             let _ = writeln!(
                 out,
-                "\nShared-data operations per request (core benchmark): `{ops}`"
+                "\n#### Shared-data operations per request (core benchmark, 3 backends)\n"
             );
+            let _ = writeln!(out, "| policy | gets | sets |");
+            let _ = writeln!(out, "| --- | --- | --- |");
+            for result in results {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} |",
+                    result["policy"].as_str().unwrap_or("?"),
+                    fmt(result["gets_per_request"].as_f64().unwrap_or(f64::NAN), 2),
+                    fmt(result["sets_per_request"].as_f64().unwrap_or(f64::NAN), 2)
+                );
+            }
         }
         out
     }
