@@ -66,6 +66,16 @@ fn options() -> Options {
     options
 }
 
+fn native(name: &'static str, lb_policy: &'static str) -> Variant {
+    Variant {
+        name,
+        routing: Routing::Native {
+            lb_policy,
+            extra: None,
+        },
+    }
+}
+
 fn health_check() -> Value {
     json!({"path": "/healthz", "interval_ms": 1000, "timeout_ms": 500})
 }
@@ -82,13 +92,7 @@ fn eisodos(policy_fields: Value) -> Routing {
 
 fn main_variants() -> Vec<Variant> {
     vec![
-        Variant {
-            name: "native ROUND_ROBIN",
-            routing: Routing::Native {
-                lb_policy: "ROUND_ROBIN",
-                extra: None,
-            },
-        },
+        native("native ROUND_ROBIN", "ROUND_ROBIN"),
         Variant {
             name: "empty Wasm filter",
             routing: Routing::Filter {
@@ -138,20 +142,8 @@ fn main_variants() -> Vec<Variant> {
                 clusters: 4,
             },
         },
-        Variant {
-            name: "native LEAST_REQUEST",
-            routing: Routing::Native {
-                lb_policy: "LEAST_REQUEST",
-                extra: None,
-            },
-        },
-        Variant {
-            name: "native RING_HASH",
-            routing: Routing::Native {
-                lb_policy: "RING_HASH",
-                extra: None,
-            },
-        },
+        native("native LEAST_REQUEST", "LEAST_REQUEST"),
+        native("native RING_HASH", "RING_HASH"),
     ]
 }
 
@@ -162,13 +154,7 @@ fn scale_variants() -> Vec<Variant> {
         clusters,
     };
     vec![
-        Variant {
-            name: "native ROUND_ROBIN, 3 endpoints",
-            routing: Routing::Native {
-                lb_policy: "ROUND_ROBIN",
-                extra: None,
-            },
-        },
+        native("native ROUND_ROBIN, 3 endpoints", "ROUND_ROBIN"),
         Variant {
             name: "native ROUND_ROBIN, 300 endpoints",
             routing: Routing::Native {
@@ -189,20 +175,8 @@ fn scale_variants() -> Vec<Variant> {
 
 fn balance_variants() -> Vec<Variant> {
     vec![
-        Variant {
-            name: "native ROUND_ROBIN",
-            routing: Routing::Native {
-                lb_policy: "ROUND_ROBIN",
-                extra: None,
-            },
-        },
-        Variant {
-            name: "native LEAST_REQUEST",
-            routing: Routing::Native {
-                lb_policy: "LEAST_REQUEST",
-                extra: None,
-            },
-        },
+        native("native ROUND_ROBIN", "ROUND_ROBIN"),
+        native("native LEAST_REQUEST", "LEAST_REQUEST"),
         Variant {
             name: "native LEAST_REQUEST FULL_SCAN",
             routing: Routing::Native {
