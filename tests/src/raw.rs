@@ -58,6 +58,20 @@ pub fn get_from(
     parse(&raw)
 }
 
+/// Sends `request` as it is (any bytes, for requests a client library would refuse to build)
+/// to 127.0.0.1:`port` and reads the answer to the end.
+pub fn exchange(port: u16, request: &[u8]) -> Result<Response, String> {
+    let mut stream = connect_from(Ipv4Addr::LOCALHOST, port)?;
+    stream
+        .write_all(request)
+        .map_err(|e| format!("send: {e}"))?;
+    let mut raw = Vec::new();
+    stream
+        .read_to_end(&mut raw)
+        .map_err(|e| format!("read: {e}"))?;
+    parse(&raw)
+}
+
 /// Sends a GET, waits `after`, and closes the connection without reading the answer: a client
 /// that gave up.
 pub fn abort_after(

@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use eisodos_core::policy::Ketama;
-use eisodos_tests::client;
 use eisodos_tests::envoy::Envoy;
 use eisodos_tests::upstream::Upstream;
+use eisodos_tests::{client, raw};
 
 const NAMES: [&str; 3] = ["backend_a", "backend_b", "backend_c"];
 
@@ -166,4 +166,35 @@ fn bounded_load_spills_a_hot_key_to_the_next_backends() {
         burst[home_index] >= 4,
         "the home backend fills first: {burst:?}"
     );
+}
+
+/// Keys a client library would not send: the VM must survive them and route them by a
+/// defined rule (the SDK's string getter would have panicked on the first one).
+#[test]
+fn awkward_keys_are_routed_by_a_defined_rule() {
+    let upstreams = upstreams();
+    let envoy = envoy_for(&upstreams, &hashed(r#", "on_missing_key": "reject""#));
+    let request = |key: &[u8]| {
+        let mut bytes =
+            b"GET / HTTP/1.1\r\nhost: eisodos.test\r\nconnection: close\r\nx-user-id: ".to_vec();
+        bytes.extend_from_slice(key);
+        bytes.extend_from_slice(b"\r\n\r\n");
+        raw::exchange(envoy.listener_port(), &bytes).unwrap()
+    };
+    // Not UTF-8: hashed as bytes, like any ketama client would.
+    let binary: &[u8] = &[0xff, 0xfe, b'k', 0xe9];
+    let response = request(binary);
+    assert_eq!(response.status, 200, "{response:?}");
+    let ring = Ketama::new([("backend_a", 1), ("backend_b", 2), ("backend_c", 1)]);
+    let expected = NAMES[ring.backend_for(Ketama::hash_key(binary)).unwrap()];
+    assert_eq!(response.header("x-upstream"), Some(expected));
+    // Over 4 KiB: not a key; with on_missing_key reject, a 400.
+    let huge = vec![b'k'; 5000];
+    assert_eq!(request(&huge).status, 400);
+    // The VM is alive and routing.
+    assert_eq!(
+        answered_by(&envoy, "/", &[("x-user-id", "after")]),
+        ketama_says("after")
+    );
+    assert!(!envoy.log().contains("panicked"), "{}", envoy.log());
 }
