@@ -45,8 +45,9 @@ pub enum Reason {
         /// Backends passed along the ring.
         skipped: u32,
     },
-    /// A hashing policy found no key and fell back to round-robin.
-    MissingKey(Ticket),
+    /// A hashing policy fell back to round-robin: the request had no key, or no backend the
+    /// selection allows owns a point on the ring.
+    HashFallback(Ticket),
 }
 
 /// The backend chosen for one request.
@@ -332,7 +333,7 @@ impl Balancer {
                 };
                 let Some(key) = key else {
                     return match self.config.on_missing_key {
-                        OnMissingKey::RoundRobin => round_robin(Reason::MissingKey),
+                        OnMissingKey::RoundRobin => round_robin(Reason::HashFallback),
                         OnMissingKey::Reject => Decision::Reject {
                             status: 400,
                             body: &self.missing_key_body,
@@ -351,7 +352,7 @@ impl Balancer {
                         });
                         match picked {
                             Some((index, _)) => route(index, true, Reason::Hash { hash, skipped }),
-                            None => round_robin(Reason::MissingKey),
+                            None => round_robin(Reason::HashFallback),
                         }
                     }
                     _ => {
@@ -364,7 +365,7 @@ impl Balancer {
                         match index {
                             Some(index) => route(index, false, Reason::Hash { hash, skipped }),
                             // Only backends without ring points are allowed: keep serving.
-                            None => round_robin(Reason::MissingKey),
+                            None => round_robin(Reason::HashFallback),
                         }
                     }
                 }
@@ -518,14 +519,6 @@ impl Balancer {
     pub fn probe_answered(&self, token: u32, result: ProbeResult, now_ms: u64) -> Option<usize> {
         let (prober, _) = self.health.as_ref()?.prober.as_ref()?;
         prober.answered(token, result, now_ms)
-    }
-
-    /// Writes in-flight changes this VM could not write at the time.
-    pub fn flush(&self, store: &dyn SharedStore) -> Commit {
-        match &self.inflight {
-            Some(table) => table.flush(store),
-            None => Commit::Written,
-        }
     }
 
     /// Current in-flight count per backend (for status and tests); empty when not counted.
