@@ -47,21 +47,17 @@ pub fn get_from(
     path: &str,
     headers: &[(&str, &str)],
 ) -> Result<Response, String> {
-    let mut stream = connect_from(local_ip, port)?;
-    stream
-        .write_all(request_text(path, headers).as_bytes())
-        .map_err(|e| format!("send: {e}"))?;
-    let mut raw = Vec::new();
-    stream
-        .read_to_end(&mut raw)
-        .map_err(|e| format!("read: {e}"))?;
-    parse(&raw)
+    exchange_from(local_ip, port, request_text(path, headers).as_bytes())
 }
 
 /// Sends `request` as it is (any bytes, for requests a client library would refuse to build)
 /// to 127.0.0.1:`port` and reads the answer to the end.
 pub fn exchange(port: u16, request: &[u8]) -> Result<Response, String> {
-    let mut stream = connect_from(Ipv4Addr::LOCALHOST, port)?;
+    exchange_from(Ipv4Addr::LOCALHOST, port, request)
+}
+
+fn exchange_from(local_ip: Ipv4Addr, port: u16, request: &[u8]) -> Result<Response, String> {
+    let mut stream = connect_from(local_ip, port)?;
     stream
         .write_all(request)
         .map_err(|e| format!("send: {e}"))?;
