@@ -6,7 +6,8 @@
 //! rebuilt on the root context's tick when the shared health record changes, so a request
 //! reads no health from shared data. Shared-data cost per request: round-robin one ticket (a
 //! get and a CAS set); least-request and bounded-load hashing one get and one CAS set to pick,
-//! and the same again to release at the end of the stream; random and plain hashing none;
+//! with the releases of earlier requests folded in (a worker gone idle writes them on its
+//! tick); random and plain hashing none;
 //! passive health one get and one set when a request fails (or succeeds after failures).
 
 use std::cell::{Cell, RefCell};
@@ -187,7 +188,7 @@ impl Balancer {
                         Lease::new(
                             format!("eisodos.{namespace}.probe_lease.{fingerprint}"),
                             vm_id,
-                            tick_period_ms * 5 / 2,
+                            health_tick_ms(&config) * 5 / 2,
                         ),
                     )
                 });
@@ -373,11 +374,21 @@ impl Balancer {
         }
     }
 
-    /// Gives back the in-flight count of a [`Choice`] with `counted` set, when its stream ends.
+    /// Gives back the in-flight count of a [`Choice`] with `counted` set, when its stream ends:
+    /// written with this worker's next pick or tick (see [`crate::inflight`]), so most
+    /// releases cost no shared-data call.
     pub fn release(&self, store: &dyn SharedStore, index: usize) -> Commit {
         match &self.inflight {
             Some(table) => table.release(store, index),
             None => Commit::Written,
+        }
+    }
+
+    /// Call when this balancer is replaced (reconfiguration) or its root context ends: it will
+    /// not tick again, so pending releases are written now and later ones at once.
+    pub fn retire(&self, store: &dyn SharedStore) {
+        if let Some(table) = &self.inflight {
+            table.retire(store);
         }
     }
 
@@ -624,15 +635,28 @@ struct BackendStatus<'a> {
     in_flight: Option<u32>,
 }
 
-fn tick_period_ms(config: &Config, counts_in_flight: bool) -> u64 {
+/// How often a worker ticks with in-flight counts: how long an idle worker's releases may
+/// wait before the other workers see them.
+const RELEASE_FLUSH_MS: u64 = 20;
+
+/// The tick period health checking needs (0: none), which also sets the probe lease's term.
+fn health_tick_ms(config: &Config) -> u64 {
     if let Some(check) = &config.health_check {
         (u64::from(check.interval_ms) / 4).clamp(20, 100)
     } else if config.outlier_detection.is_some() {
         100
-    } else if counts_in_flight {
-        1000
     } else {
         0
+    }
+}
+
+/// The worker's tick period (0: no tick): health's, or [`RELEASE_FLUSH_MS`] when requests
+/// hold in-flight counts, whichever is shorter.
+fn tick_period_ms(config: &Config, counts_in_flight: bool) -> u64 {
+    match (health_tick_ms(config), counts_in_flight) {
+        (health, true) if health > 0 => health.min(RELEASE_FLUSH_MS),
+        (_, true) => RELEASE_FLUSH_MS,
+        (health, false) => health,
     }
 }
 
@@ -844,7 +868,34 @@ mod tests {
         for choice in &held {
             balancer.release(&store, choice.index);
         }
+        assert_eq!(
+            balancer.in_flight(&store),
+            [2, 2, 2],
+            "written on the next tick"
+        );
+        balancer.tick(&store, 0);
         assert_eq!(balancer.in_flight(&store), [0, 0, 0]);
+    }
+
+    #[test]
+    fn a_retired_balancer_releases_at_once() {
+        let store = MemoryStore::new();
+        let balancer = balancer(&with_policy(r#""policy": "least_request""#));
+        let first = route(balancer.choose(&store, &Request::default()));
+        let second = route(balancer.choose(&store, &Request::default()));
+        balancer.release(&store, first.index);
+        balancer.retire(&store);
+        assert_eq!(balancer.in_flight(&store).iter().sum::<u32>(), 1);
+        balancer.release(&store, second.index);
+        assert_eq!(balancer.in_flight(&store), [0, 0, 0]);
+    }
+
+    #[test]
+    fn counting_in_flight_ticks_often_enough_to_write_releases() {
+        let least = balancer(&with_policy(r#""policy": "least_request""#));
+        assert_eq!(least.tick_period_ms(), RELEASE_FLUSH_MS);
+        let plain = balancer(&with_policy(r#""policy": "round_robin""#));
+        assert_eq!(plain.tick_period_ms(), 0);
     }
 
     #[test]
@@ -972,6 +1023,7 @@ mod tests {
         for choice in held {
             bounded.release(&store, choice.index);
         }
+        bounded.tick(&store, 0);
         assert_eq!(bounded.in_flight(&store), [0, 0, 0]);
     }
 

@@ -7,32 +7,50 @@
 //! old one still release into the old one.
 //!
 //! Envoy has no atomic add, so every change is a read-modify-CAS loop with bounded attempts.
-//! A change that runs out of attempts is not lost: it is kept as this VM's *debt* and folded
-//! into its next successful write (a later pick, a later release, or the periodic
-//! [`InflightTable::flush`]). Acquire and release of one request run on one VM, so their
-//! deltas meet in the same debt and the counts return to zero once the traffic stops.
+//! A change that is not written yet is kept as this VM's *debt* and folded into its next
+//! successful write (a later pick, or the periodic [`InflightTable::flush`]). Releases go
+//! there on purpose: a release is a one-slot change that can wait a moment, so folding it
+//! into the worker's next pick (or its next tick, when the worker goes idle) halves the
+//! shared-data calls per request (one get and one CAS set, not two of each). A worker's own
+//! picks see its pending releases ([`Snapshot::get`]); other workers see them within one
+//! tick. Acquire and release of one request run on one VM, so their deltas meet in the same
+//! debt and the counts return to zero once the traffic stops. A table whose configuration was
+//! replaced is [`InflightTable::retire`]d: it is no longer ticked, so its releases are
+//! written at once.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use crate::store::{SetError, SharedStore};
 
 /// Read-modify-CAS attempts before a change becomes debt.
 pub const MAX_CAS_ATTEMPTS: u32 = 16;
 
-/// The counts one pick saw, and how to commit it.
+/// The counts one pick sees: the shared record with this VM's unwritten changes applied.
 pub struct Snapshot<'a> {
     bytes: &'a [u8],
+    debt: &'a [(usize, i64)],
 }
 
 impl Snapshot<'_> {
     /// In-flight requests on backend `index` (0 for a short or missing record).
     pub fn get(&self, index: usize) -> u32 {
-        let start = index.saturating_mul(4);
-        self.bytes
-            .get(start..start.saturating_add(4))
-            .and_then(|slot| <[u8; 4]>::try_from(slot).ok())
-            .map_or(0, u32::from_le_bytes)
+        let shared = slot(self.bytes, index);
+        match self.debt.iter().find(|(slot, _)| *slot == index) {
+            None => shared,
+            Some(&(_, owed)) => {
+                u32::try_from((i64::from(shared) + owed).max(0)).unwrap_or(u32::MAX)
+            }
+        }
     }
+}
+
+/// The count in `index`'s slot of a record (0 for a short or missing record).
+fn slot(bytes: &[u8], index: usize) -> u32 {
+    let start = index.saturating_mul(4);
+    bytes
+        .get(start..start.saturating_add(4))
+        .and_then(|slot| <[u8; 4]>::try_from(slot).ok())
+        .map_or(0, u32::from_le_bytes)
 }
 
 /// How a change reached the shared record.
@@ -49,9 +67,12 @@ pub enum Commit {
 pub struct InflightTable {
     key: String,
     backends: usize,
-    /// Deltas this VM could not write yet, by backend; almost always empty, so a write costs
-    /// a copy of the record and a patch of one slot, not a pass over every backend.
+    /// Deltas this VM has not written yet, by backend: the releases since its last write,
+    /// and changes that ran out of CAS attempts. Short (at most one entry per backend), so a
+    /// write costs a copy of the record and a patch of a few slots.
     debt: RefCell<Vec<(usize, i64)>>,
+    /// Whether releases wait for the next write (until the table is retired).
+    defer_releases: Cell<bool>,
 }
 
 impl InflightTable {
@@ -61,6 +82,7 @@ impl InflightTable {
             key,
             backends,
             debt: RefCell::new(Vec::new()),
+            defer_releases: Cell::new(true),
         }
     }
 
@@ -97,13 +119,26 @@ impl InflightTable {
         chosen.map(|index| (index, commit))
     }
 
-    /// Counts one request fewer on backend `index`.
+    /// Counts one request fewer on backend `index`: with this VM's next write (its next pick
+    /// or [`Self::flush`]), or at once when the table is retired.
     pub fn release(&self, store: &dyn SharedStore, index: usize) -> Commit {
+        if self.defer_releases.get() {
+            self.owe(index, -1);
+            return Commit::Deferred;
+        }
         let commit = self.update(store, |_| Some((index, -1)));
         if commit == Commit::Deferred {
             self.owe(index, -1);
         }
         commit
+    }
+
+    /// For a table that will not be flushed again (its configuration was replaced, and the
+    /// requests it admitted are still ending): writes the debt, and every later release at
+    /// once.
+    pub fn retire(&self, store: &dyn SharedStore) -> Commit {
+        self.defer_releases.set(false);
+        self.flush(store)
     }
 
     /// Writes this VM's debt, if any (call periodically, e.g. from the root context's tick).
@@ -131,8 +166,7 @@ impl InflightTable {
             Ok(Some((bytes, _))) => bytes,
             _ => Vec::new(),
         };
-        let snapshot = Snapshot { bytes: &bytes };
-        (0..self.backends).map(|i| snapshot.get(i)).collect()
+        (0..self.backends).map(|i| slot(&bytes, i)).collect()
     }
 
     /// One read-modify-CAS loop: `change` returns the backend and the delta to apply.
@@ -148,7 +182,11 @@ impl InflightTable {
                 Ok(None) => (Vec::new(), None),
                 Err(_) => return Commit::Deferred,
             };
-            let Some((index, delta)) = change(&Snapshot { bytes: &bytes }) else {
+            let picked = change(&Snapshot {
+                bytes: &bytes,
+                debt: &self.debt.borrow(),
+            });
+            let Some((index, delta)) = picked else {
                 return Commit::Written;
             };
             let record = self.apply(&bytes, index, delta);
@@ -242,19 +280,60 @@ mod tests {
             Some((0, Commit::Written))
         );
         assert_eq!(table.counts(&store), [1, 2, 0]);
-        table.release(&store, 1);
+        assert_eq!(table.release(&store, 1), Commit::Deferred);
+        assert_eq!(
+            table.counts(&store),
+            [1, 2, 0],
+            "released with the next write"
+        );
+        assert_eq!(table.flush(&store), Commit::Written);
         assert_eq!(table.counts(&store), [1, 1, 0]);
     }
 
     #[test]
-    fn one_get_and_one_set_per_uncontended_change() {
+    fn a_release_rides_on_the_next_pick_which_sees_it() {
+        let store = MemoryStore::new();
+        let table = table(&store);
+        table.acquire(&store, |_| Some(0));
+        table.acquire(&store, |_| Some(1));
+        table.release(&store, 0);
+        assert_eq!(table.debt(), [-1, 0, 0]);
+        let mut seen = None;
+        table.acquire(&store, |snapshot| {
+            seen = Some((snapshot.get(0), snapshot.get(1)));
+            Some(1)
+        });
+        assert_eq!(seen, Some((0, 1)), "the pick counts this VM's own release");
+        assert_eq!(table.counts(&store), [0, 2, 0]);
+        assert_eq!(table.debt(), [0, 0, 0]);
+    }
+
+    #[test]
+    fn a_retired_table_writes_its_debt_and_then_releases_at_once() {
+        let store = MemoryStore::new();
+        let table = table(&store);
+        table.acquire(&store, |_| Some(0));
+        table.acquire(&store, |_| Some(2));
+        table.release(&store, 0);
+        assert_eq!(table.retire(&store), Commit::Written);
+        assert_eq!(table.counts(&store), [0, 0, 1]);
+        assert_eq!(table.release(&store, 2), Commit::Written);
+        assert_eq!(table.counts(&store), [0, 0, 0]);
+    }
+
+    #[test]
+    fn one_get_and_one_set_per_request_under_load() {
         let store = MemoryStore::new();
         let table = table(&store);
         let before = store.op_counts();
-        table.acquire(&store, |_| Some(0));
-        table.release(&store, 0);
+        for _ in 0..10 {
+            table.acquire(&store, |_| Some(0));
+            table.release(&store, 0);
+        }
         let after = store.op_counts();
-        assert_eq!((after.0 - before.0, after.1 - before.1), (2, 2));
+        assert_eq!((after.0 - before.0, after.1 - before.1), (10, 10));
+        table.flush(&store);
+        assert_eq!(table.counts(&store), [0, 0, 0]);
     }
 
     #[test]
@@ -290,7 +369,8 @@ mod tests {
         let competitors = MAX_CAS_ATTEMPTS;
         assert_eq!(table.counts(&store), [0, 0, competitors]);
         // The request ends: its release meets its own unpaid acquire.
-        assert_eq!(table.release(&store, 0), Commit::Written);
+        table.release(&store, 0);
+        assert_eq!(table.flush(&store), Commit::Written);
         assert_eq!(table.counts(&store), [0, 0, competitors]);
         assert_eq!(table.debt(), [0, 0, 0]);
     }
@@ -312,6 +392,7 @@ mod tests {
         let store = MemoryStore::new();
         let table = table(&store);
         table.release(&store, 2);
+        table.flush(&store);
         assert_eq!(table.counts(&store), [0, 0, 0]);
     }
 

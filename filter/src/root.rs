@@ -30,6 +30,15 @@ pub struct EisodosRoot {
 }
 
 impl Context for EisodosRoot {
+    /// The plugin is going away: its balancer ticks no more, but requests it admitted may
+    /// still end and must give their in-flight counts back.
+    fn on_done(&mut self) -> bool {
+        if let Some(balancer) = &self.balancer {
+            balancer.retire(&HostStore);
+        }
+        true
+    }
+
     fn on_http_call_response(
         &mut self,
         token: u32,
@@ -95,7 +104,9 @@ impl RootContext for EisodosRoot {
                 config.backends.iter().map(|b| b.cluster.as_str()),
             )
         });
-        self.balancer = Some(Rc::new(balancer));
+        if let Some(replaced) = self.balancer.replace(Rc::new(balancer)) {
+            replaced.retire(&HostStore);
+        }
         true
     }
 
