@@ -5,8 +5,10 @@
 //! ratio to the native round-robin baseline of the same round; medians and min–max reported.
 //! Never asserts absolute times: the machine is noisy.
 //!
-//! Usage: `eisodos-bench [--rounds N] [--seconds S] [--connections C] [--quick]`, or
-//! `eisodos-bench --from-json` to redo the markdown and plot from `bench/results/latest.json`.
+//! Usage: `eisodos-bench [--rounds N] [--seconds S] [--connections C] [--quick]
+//! [--only overhead|scale|balance]`, or `eisodos-bench --from-json` to redo the markdown and
+//! plot from `bench/results/latest.json`. `--only` runs one section and prints its lines
+//! without writing `bench/results` (a quick check of one change, not a report).
 
 mod configs;
 mod loadgen;
@@ -37,6 +39,8 @@ struct Options {
     rounds: usize,
     seconds: u64,
     connections: usize,
+    /// Run only this section, and write no report.
+    only: Option<String>,
 }
 
 fn options() -> Options {
@@ -44,6 +48,7 @@ fn options() -> Options {
         rounds: 3,
         seconds: 5,
         connections: 16,
+        only: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -56,6 +61,14 @@ fn options() -> Options {
             "--rounds" => options.rounds = number("--rounds") as usize,
             "--seconds" => options.seconds = number("--seconds"),
             "--connections" => options.connections = number("--connections") as usize,
+            "--only" => {
+                let section = args.next().unwrap_or_default();
+                assert!(
+                    ["overhead", "scale", "balance"].contains(&section.as_str()),
+                    "--only needs overhead, scale or balance"
+                );
+                options.only = Some(section);
+            }
             "--quick" => {
                 options.rounds = 1;
                 options.seconds = 2;
@@ -252,13 +265,18 @@ fn run_section(
                     work,
                 );
                 eprintln!(
-                    "{title} | --concurrency {concurrency} round {round}: {:<34} {:>9.0} rq/s  p50 {:.2} ms  p99 {:.2} ms  {:.1} us CPU/rq{}",
+                    "{title} | --concurrency {concurrency} round {round}: {:<34} {:>9.0} rq/s  p50 {:.2} ms  p99 {:.2} ms  {:.1} us CPU/rq{}{}",
                     m.variant,
                     m.rps,
                     m.p50_ms,
                     m.p99_ms,
                     m.cpu_us_per_request,
-                    if m.errors > 0 { format!("  ({} errors)", m.errors) } else { String::new() }
+                    if m.errors > 0 { format!("  ({} errors)", m.errors) } else { String::new() },
+                    m.upstream_share
+                        .iter()
+                        .find(|(name, _)| name == "slow")
+                        .map(|(_, share)| format!("  slow {:.1}%", share * 100.0))
+                        .unwrap_or_default()
                 );
                 all.push(m.with_round(round));
             }
@@ -282,6 +300,11 @@ fn main() {
     let results = paths::repo_root().join("bench/results");
     std::fs::create_dir_all(&results).expect("create bench/results");
 
+    if let Some(section) = &options.only {
+        run_only(section, &options, &work);
+        let _ = std::fs::remove_dir_all(&work);
+        return;
+    }
     let upstreams = Upstream::start_all(&["bench_a", "bench_b", "bench_c"]);
     let ports: Vec<u16> = upstreams.iter().map(Upstream::port).collect();
     let main = run_section(
@@ -304,21 +327,7 @@ fn main() {
     );
     drop(upstreams);
 
-    let fast_a = Upstream::builder("fast_a").start();
-    let fast_b = Upstream::builder("fast_b").start();
-    let slow = Upstream::builder("slow")
-        .delay(Duration::from_millis(20))
-        .start();
-    let balance_ports = [fast_a.port(), fast_b.port(), slow.port()];
-    let balance = run_section(
-        "balance",
-        &balance_variants(),
-        &[2],
-        &balance_ports,
-        32,
-        &options,
-        &work,
-    );
+    let balance = run_balance(&options, &work);
 
     let report = Report {
         machine: process::machine(),
@@ -339,6 +348,48 @@ fn main() {
     report.write(&results).expect("write the report");
     println!("{}", report.markdown());
     let _ = std::fs::remove_dir_all(&work);
+}
+
+/// Two fast upstreams and one 20 ms slower, `--concurrency 2`, 32 connections.
+fn run_balance(options: &Options, work: &Path) -> Vec<Measurement> {
+    let fast_a = Upstream::builder("fast_a").start();
+    let fast_b = Upstream::builder("fast_b").start();
+    let slow = Upstream::builder("slow")
+        .delay(Duration::from_millis(20))
+        .start();
+    let ports = [fast_a.port(), fast_b.port(), slow.port()];
+    run_section(
+        "balance",
+        &balance_variants(),
+        &[2],
+        &ports,
+        32,
+        options,
+        work,
+    )
+}
+
+/// `--only`: one section, its lines on stderr, no report.
+fn run_only(section: &str, options: &Options, work: &Path) {
+    if section == "balance" {
+        run_balance(options, work);
+        return;
+    }
+    let upstreams = Upstream::start_all(&["bench_a", "bench_b", "bench_c"]);
+    let ports: Vec<u16> = upstreams.iter().map(Upstream::port).collect();
+    let (variants, concurrencies): (Vec<Variant>, &[usize]) = match section {
+        "scale" => (scale_variants(), &[1]),
+        _ => (main_variants(), &[1, 2]),
+    };
+    run_section(
+        section,
+        &variants,
+        concurrencies,
+        &ports,
+        options.connections,
+        options,
+        work,
+    );
 }
 
 fn tempdir() -> PathBuf {
