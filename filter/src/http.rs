@@ -100,7 +100,7 @@ impl HttpContext for EisodosHttp {
             // 0: no response was sent (the client went away first): says nothing of the backend.
             let code = host::int_property(vec!["response", "code"]).unwrap_or(0);
             if code > 0 {
-                balancer.report(&HostStore, index, code >= 500, host::now_ms());
+                balancer.report_with_clock(&HostStore, index, code >= 500, &host::now_ms);
             }
         }
     }
