@@ -15,7 +15,6 @@ use std::fmt::Write as _;
 use std::rc::Rc;
 
 use fastrand::Rng;
-use serde::Serialize;
 
 use crate::config::{Config, ConfigError, HashSource, OnMissingKey, Policy};
 use crate::health::lease::Lease;
@@ -23,6 +22,7 @@ use crate::health::machine::{self, Change, ProbeResult};
 use crate::health::prober::Prober;
 use crate::health::{HealthRecord, HealthStore, Mode, Selection};
 use crate::inflight::{Commit, InflightTable, Snapshot};
+use crate::json_out::JsonWriter;
 use crate::policy::round_robin::RotationError;
 use crate::policy::{Ketama, LeastRequest};
 use crate::request_key::{self, RequestView};
@@ -591,7 +591,7 @@ impl Balancer {
             now_ms,
             backends,
         };
-        serde_json::to_string_pretty(&status).unwrap_or_else(|_| "{}".to_owned())
+        status.to_json()
     }
 
     fn primaries(&self) -> impl Iterator<Item = usize> + '_ {
@@ -621,7 +621,6 @@ impl Balancer {
 }
 
 /// The status page's document.
-#[derive(Serialize)]
 struct Status<'a> {
     policy: &'a str,
     mode: &'a str,
@@ -629,7 +628,63 @@ struct Status<'a> {
     backends: Vec<BackendStatus<'a>>,
 }
 
-#[derive(Serialize)]
+impl Status<'_> {
+    /// The document, pretty-printed; the keys are the field names, in order.
+    fn to_json(&self) -> String {
+        let mut w = JsonWriter::new();
+        w.begin_object();
+        w.key("policy");
+        w.string(self.policy);
+        w.key("mode");
+        w.string(self.mode);
+        w.key("now_ms");
+        w.uint(self.now_ms);
+        w.key("backends");
+        w.begin_array();
+        for backend in &self.backends {
+            backend.write_json(&mut w);
+        }
+        w.end_array();
+        w.end_object();
+        w.finish()
+    }
+}
+
+impl BackendStatus<'_> {
+    fn write_json(&self, w: &mut JsonWriter) {
+        w.begin_object();
+        w.key("cluster");
+        w.string(self.cluster);
+        w.key("weight");
+        w.uint(self.weight.into());
+        w.key("backup");
+        w.bool(self.backup);
+        w.key("selected");
+        w.bool(self.selected);
+        w.key("healthy");
+        w.bool(self.healthy);
+        w.key("ejected");
+        w.bool(self.ejected);
+        w.key("ejected_until_ms");
+        w.opt_uint(self.ejected_until_ms);
+        w.key("ejections");
+        w.uint(self.ejections.into());
+        w.key("consecutive_probe_successes");
+        w.uint(self.consecutive_probe_successes.into());
+        w.key("consecutive_probe_failures");
+        w.uint(self.consecutive_probe_failures.into());
+        w.key("consecutive_request_failures");
+        w.uint(self.consecutive_request_failures.into());
+        w.key("last_probe_status");
+        w.opt_uint(self.last_probe_status.map(u64::from));
+        w.key("last_probe_ms");
+        w.opt_uint(self.last_probe_ms);
+        w.key("in_flight");
+        w.opt_uint(self.in_flight.map(u64::from));
+        w.end_object();
+    }
+}
+
 struct BackendStatus<'a> {
     cluster: &'a str,
     weight: u32,

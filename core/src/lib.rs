@@ -9,6 +9,7 @@ pub mod balancer;
 pub mod config;
 pub mod health;
 pub mod inflight;
+mod json_out;
 pub mod memory_store;
 pub mod policy;
 pub mod request_key;

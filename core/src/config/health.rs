@@ -3,16 +3,14 @@
 
 use std::net::IpAddr;
 
-use serde::Deserialize;
-
+use super::json::Object;
 use super::ConfigError;
 
 /// Most expected statuses listed.
 pub const MAX_EXPECTED_STATUSES: usize = 32;
 
 /// Where a backend starts before any probe has answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum InitialState {
     /// In rotation until probes say otherwise.
     #[default]
@@ -130,8 +128,34 @@ pub struct StatusConfig {
     pub allowed: Vec<Cidr>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `health_check`'s fields.
+pub(super) const HEALTH_CHECK_FIELDS: &[&str] = &[
+    "path",
+    "authority",
+    "method",
+    "interval_ms",
+    "timeout_ms",
+    "healthy_threshold",
+    "unhealthy_threshold",
+    "expected_statuses",
+    "interval_jitter_percent",
+    "initial_state",
+];
+
+/// `outlier_detection`'s fields.
+pub(super) const OUTLIER_DETECTION_FIELDS: &[&str] = &[
+    "consecutive_failures",
+    "base_ejection_ms",
+    "max_ejection_percent",
+];
+
+/// `initial_state`'s values.
+const INITIAL_STATES: &[(&str, InitialState)] = &[
+    ("healthy", InitialState::Healthy),
+    ("unhealthy", InitialState::Unhealthy),
+];
+
+/// `health_check` as written, before validation.
 pub(super) struct RawHealthCheck {
     path: String,
     authority: Option<String>,
@@ -145,12 +169,56 @@ pub(super) struct RawHealthCheck {
     initial_state: Option<InitialState>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `outlier_detection` as written, before validation.
 pub(super) struct RawOutlierDetection {
     consecutive_failures: Option<u32>,
     base_ejection_ms: Option<u32>,
     max_ejection_percent: Option<u32>,
+}
+
+impl RawHealthCheck {
+    /// Reads the fields' types from the section (checked against [`HEALTH_CHECK_FIELDS`]).
+    pub(super) fn read(section: &Object<'_>) -> Result<Self, ConfigError> {
+        let path = section.required("path")?.string()?;
+        let expected_statuses = match section.array("expected_statuses")? {
+            Some(items) => {
+                let mut statuses = Vec::with_capacity(items.len());
+                for at in items {
+                    statuses.push(at.u16()?);
+                }
+                Some(statuses)
+            }
+            None => None,
+        };
+        let initial_state = match section.optional("initial_state") {
+            Some(at) => Some(at.choice(INITIAL_STATES)?),
+            None => None,
+        };
+        Ok(Self {
+            path,
+            authority: section.string("authority")?,
+            method: section.string("method")?,
+            interval_ms: section.u32("interval_ms")?,
+            timeout_ms: section.u32("timeout_ms")?,
+            healthy_threshold: section.u32("healthy_threshold")?,
+            unhealthy_threshold: section.u32("unhealthy_threshold")?,
+            expected_statuses,
+            interval_jitter_percent: section.u32("interval_jitter_percent")?,
+            initial_state,
+        })
+    }
+}
+
+impl RawOutlierDetection {
+    /// Reads the fields' types from the section (checked against
+    /// [`OUTLIER_DETECTION_FIELDS`]).
+    pub(super) fn read(section: &Object<'_>) -> Result<Self, ConfigError> {
+        Ok(Self {
+            consecutive_failures: section.u32("consecutive_failures")?,
+            base_ejection_ms: section.u32("base_ejection_ms")?,
+            max_ejection_percent: section.u32("max_ejection_percent")?,
+        })
+    }
 }
 
 fn in_range(field: &str, value: u32, min: u32, max: u32) -> Result<u32, ConfigError> {

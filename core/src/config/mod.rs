@@ -1,13 +1,15 @@
-//! The plugin configuration: the JSON in the Wasm filter's `configuration`, parsed with serde
-//! (unknown fields rejected) and validated into a [`Config`], or a [`ConfigError`] that names the
-//! field and the reason.
+//! The plugin configuration: the JSON in the Wasm filter's `configuration`, parsed with
+//! serde_json, read by small hand-written typed readers (unknown and repeated fields
+//! rejected) and validated into a [`Config`], or a [`ConfigError`] that names the field and the
+//! reason.
 
 use std::collections::HashMap;
 use std::fmt;
 
-use serde::Deserialize;
-
 mod health;
+mod json;
+
+use json::{At, Object};
 
 pub use health::{
     Cidr, HealthCheckConfig, InitialState, OutlierDetectionConfig, StatusConfig,
@@ -59,8 +61,7 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// How a backend is chosen for each request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Policy {
     /// One global order over all workers, honouring weights (smooth weighted round-robin).
     #[default]
@@ -95,8 +96,7 @@ impl Policy {
 }
 
 /// Where a consistent-hash key comes from; the first source present in the request wins.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HashSource {
     /// A request header's value (lower-case name).
     Header(String),
@@ -111,13 +111,11 @@ pub enum HashSource {
 }
 
 /// An empty JSON object, `{}`: the argument of sources that take none.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Empty {}
 
 /// What a hashing policy does with a request that has no key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OnMissingKey {
     /// Send it by the global round-robin order.
     #[default]
@@ -204,12 +202,9 @@ pub struct Config {
     pub status: Option<StatusConfig>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The configuration as written, before validation.
 struct RawConfig {
-    #[serde(default = "default_cluster_header")]
     cluster_header: String,
-    #[serde(default)]
     policy: Policy,
     backends: Vec<RawBackend>,
     least_request: Option<RawLeastRequest>,
@@ -224,37 +219,56 @@ struct RawConfig {
     status_allowed_cidrs: Option<Vec<String>>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawLeastRequest {
     choice_count: Option<u32>,
     active_request_bias: Option<f64>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawIpHash {
     ipv4_prefix: Option<u8>,
     ipv6_prefix: Option<u8>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawBackend {
     cluster: String,
-    #[serde(default = "default_weight")]
     weight: u32,
-    #[serde(default)]
     backup: bool,
 }
 
-fn default_cluster_header() -> String {
-    DEFAULT_CLUSTER_HEADER.to_owned()
-}
+/// The top-level fields.
+const FIELDS: &[&str] = &[
+    "cluster_header",
+    "policy",
+    "backends",
+    "least_request",
+    "hash_key",
+    "on_missing_key",
+    "bounded_load_factor",
+    "ip_hash",
+    "health_check",
+    "outlier_detection",
+    "panic_threshold_percent",
+    "status_path",
+    "status_allowed_cidrs",
+];
 
-fn default_weight() -> u32 {
-    1
-}
+/// `policy`'s values, as [`Policy::name`] spells them.
+const POLICIES: &[(&str, Policy)] = &[
+    ("round_robin", Policy::RoundRobin),
+    ("least_request", Policy::LeastRequest),
+    ("consistent_hash", Policy::ConsistentHash),
+    ("ip_hash", Policy::IpHash),
+    ("random", Policy::Random),
+];
+
+/// `on_missing_key`'s values.
+const ON_MISSING_KEY: &[(&str, OnMissingKey)] = &[
+    ("round_robin", OnMissingKey::RoundRobin),
+    ("reject", OnMissingKey::Reject),
+];
+
+/// The kinds of `hash_key` source, the key of each source's object.
+const HASH_SOURCES: &[&str] = &["header", "cookie", "query", "path", "source_ip"];
 
 impl Config {
     /// Parses and validates the plugin configuration bytes.
@@ -265,28 +279,128 @@ impl Config {
                 "is empty; expected a JSON object with at least `backends`",
             ));
         }
-        let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-        let raw: RawConfig =
-            serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
-                let path = err.path().to_string();
-                let inner = err.into_inner();
-                let field = if inner.is_syntax() || inner.is_eof() || path == "." {
-                    "configuration".to_owned()
-                } else {
-                    path
-                };
-                let reason = if inner.is_syntax() || inner.is_eof() {
-                    format!("is not valid JSON: {inner}")
-                } else {
-                    inner.to_string()
-                };
-                ConfigError::new(field, reason)
-            })?;
-        deserializer.end().map_err(|err| {
-            ConfigError::new("configuration", format!("is not valid JSON: {err}"))
-        })?;
-        raw.validate()
+        let document = json::parse(bytes)?;
+        RawConfig::read(At::root(&document).object(FIELDS)?)?.validate()
     }
+}
+
+impl RawConfig {
+    /// Reads the fields' types; [`Self::validate`] checks their values.
+    fn read(top: Object<'_>) -> Result<Self, ConfigError> {
+        // A field with a default but no `Option` in serde's day: `null` is a type error.
+        let cluster_header = match top.get("cluster_header") {
+            Some(at) => at.string()?,
+            None => DEFAULT_CLUSTER_HEADER.to_owned(),
+        };
+        let policy = match top.get("policy") {
+            Some(at) => at.choice(POLICIES)?,
+            None => Policy::default(),
+        };
+        let mut backends = Vec::new();
+        for at in top.required("backends")?.array()? {
+            backends.push(RawBackend::read(
+                at.object(&["cluster", "weight", "backup"])?,
+            )?);
+        }
+        let least_request =
+            match top.object("least_request", &["choice_count", "active_request_bias"])? {
+                Some(section) => Some(RawLeastRequest {
+                    choice_count: section.u32("choice_count")?,
+                    active_request_bias: section.f64("active_request_bias")?,
+                }),
+                None => None,
+            };
+        let hash_key = match top.array("hash_key")? {
+            Some(items) => {
+                let mut sources = Vec::with_capacity(items.len());
+                for at in items {
+                    sources.push(read_hash_source(at)?);
+                }
+                Some(sources)
+            }
+            None => None,
+        };
+        let on_missing_key = match top.optional("on_missing_key") {
+            Some(at) => Some(at.choice(ON_MISSING_KEY)?),
+            None => None,
+        };
+        let ip_hash = match top.object("ip_hash", &["ipv4_prefix", "ipv6_prefix"])? {
+            Some(section) => Some(RawIpHash {
+                ipv4_prefix: section.u8("ipv4_prefix")?,
+                ipv6_prefix: section.u8("ipv6_prefix")?,
+            }),
+            None => None,
+        };
+        let health_check = match top.object("health_check", health::HEALTH_CHECK_FIELDS)? {
+            Some(section) => Some(health::RawHealthCheck::read(&section)?),
+            None => None,
+        };
+        let outlier_detection =
+            match top.object("outlier_detection", health::OUTLIER_DETECTION_FIELDS)? {
+                Some(section) => Some(health::RawOutlierDetection::read(&section)?),
+                None => None,
+            };
+        let status_allowed_cidrs = match top.array("status_allowed_cidrs")? {
+            Some(items) => {
+                let mut cidrs = Vec::with_capacity(items.len());
+                for at in items {
+                    cidrs.push(at.string()?);
+                }
+                Some(cidrs)
+            }
+            None => None,
+        };
+        Ok(Self {
+            cluster_header,
+            policy,
+            backends,
+            least_request,
+            hash_key,
+            on_missing_key,
+            bounded_load_factor: top.f64("bounded_load_factor")?,
+            ip_hash,
+            health_check,
+            outlier_detection,
+            panic_threshold_percent: top.u32("panic_threshold_percent")?,
+            status_path: top.string("status_path")?,
+            status_allowed_cidrs,
+        })
+    }
+}
+
+impl RawBackend {
+    fn read(backend: Object<'_>) -> Result<Self, ConfigError> {
+        Ok(Self {
+            cluster: backend.required("cluster")?.string()?,
+            // Defaults without `Option` in serde's day: `null` is a type error.
+            weight: match backend.get("weight") {
+                Some(at) => at.u32()?,
+                None => 1,
+            },
+            backup: match backend.get("backup") {
+                Some(at) => at.bool()?,
+                None => false,
+            },
+        })
+    }
+}
+
+/// One `hash_key` source: `{"header": "x-user-id"}`, `{"path": {}}`...
+fn read_hash_source(at: At<'_>) -> Result<HashSource, ConfigError> {
+    let (kind, value) = at.tagged(HASH_SOURCES)?;
+    Ok(match kind {
+        "header" => HashSource::Header(value.string()?),
+        "cookie" => HashSource::Cookie(value.string()?),
+        "query" => HashSource::Query(value.string()?),
+        "path" => {
+            value.object(&[])?;
+            HashSource::Path(Empty {})
+        }
+        _ => {
+            value.object(&[])?;
+            HashSource::SourceIp(Empty {})
+        }
+    })
 }
 
 impl RawConfig {
@@ -414,9 +528,11 @@ impl RawConfig {
                 "consistent_hash or ip_hash",
             )?;
             if !(1.0..=MAX_BOUNDED_LOAD_FACTOR).contains(&factor) {
+                // No `{}` of an f64: see `json`. The test `float_bounds_in_messages` keeps the
+                // text in step with the constant.
                 return Err(ConfigError::new(
                     "bounded_load_factor",
-                    format!("must be between 1.0 and {MAX_BOUNDED_LOAD_FACTOR}, got {factor}"),
+                    "must be between 1.0 and 100.0",
                 ));
             }
         }
@@ -466,11 +582,11 @@ impl RawLeastRequest {
             .active_request_bias
             .unwrap_or(defaults.active_request_bias);
         if !(0.0..=MAX_ACTIVE_REQUEST_BIAS).contains(&active_request_bias) {
+            // No `{}` of an f64: see `json`. The test `float_bounds_in_messages` keeps the text
+            // in step with the constant.
             return Err(ConfigError::new(
                 "least_request.active_request_bias",
-                format!(
-                    "must be between 0.0 and {MAX_ACTIVE_REQUEST_BIAS}, got {active_request_bias}"
-                ),
+                "must be between 0.0 and 10.0",
             ));
         }
         Ok(LeastRequestConfig {
@@ -1031,6 +1147,307 @@ mod tests {
         let err = rejected(r#"{"backends": [{"cluster": "a", "backup": true}]}"#);
         assert_eq!(err.field, "backends");
         assert!(err.reason.contains("backup"), "{err}");
+    }
+
+    #[test]
+    fn the_document_must_be_one_object() {
+        for text in [
+            "[]",
+            "5",
+            "\"x\"",
+            "null",
+            "{} {}",
+            "{\"backends\": [{\"cluster\": \"a\"}]},",
+        ] {
+            let err = rejected(text);
+            assert_eq!(err.field, "configuration", "{text}");
+        }
+        assert_eq!(
+            rejected("[]").reason,
+            "invalid type: array, expected an object"
+        );
+        let err = rejected("{\n  \"backends\": [\n    {\"cluster\": \"a\"}\n  ]\n} x");
+        assert!(
+            err.reason
+                .starts_with("is not valid JSON: trailing characters at line 5"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn duplicate_keys_are_rejected_where_they_are() {
+        for (json, field) in [
+            (
+                r#"{"backends": [{"cluster": "a"}], "policy": "random", "policy": "round_robin"}"#,
+                "policy",
+            ),
+            (
+                r#"{"backends": [{"cluster": "a", "weight": 2, "weight": 3}]}"#,
+                "backends[0].weight",
+            ),
+            (
+                r#"{"health_check": {"path": "/h", "interval_ms": 200, "interval_ms": 300}, "backends": [{"cluster": "a"}]}"#,
+                "health_check.interval_ms",
+            ),
+            (
+                r#"{"policy": "least_request", "least_request": {"choice_count": 2, "choice_count": 3}, "backends": [{"cluster": "a"}]}"#,
+                "least_request.choice_count",
+            ),
+        ] {
+            let err = rejected(json);
+            assert_eq!(err.field, field, "{json}");
+            assert!(err.reason.starts_with("duplicate field `"), "{err}");
+        }
+        // A hash source is an object with one key: a repeated key makes two.
+        let err = rejected(&format!(
+            r#"{{"policy": "consistent_hash", "hash_key": [{{"header": "a", "header": "b"}}], {A}}}"#
+        ));
+        assert_eq!(err.field, "hash_key[0]");
+        assert!(err.reason.contains("exactly one key"), "{err}");
+    }
+
+    #[test]
+    fn type_errors_name_the_nested_field() {
+        for (fields, field, reason) in [
+            (
+                r#""cluster_header": 5"#,
+                "cluster_header",
+                "invalid type: integer `5`, expected a string",
+            ),
+            (
+                r#""policy": "least_request", "least_request": {"choice_count": "3"}"#,
+                "least_request.choice_count",
+                "invalid type: string \"3\", expected u32",
+            ),
+            (
+                r#""policy": "least_request", "least_request": {"active_request_bias": "1"}"#,
+                "least_request.active_request_bias",
+                "invalid type: string \"1\", expected a number",
+            ),
+            (
+                r#""policy": "ip_hash", "ip_hash": {"ipv6_prefix": -1}"#,
+                "ip_hash.ipv6_prefix",
+                "invalid value: integer `-1`, expected u8",
+            ),
+            (
+                r#""policy": "consistent_hash", "hash_key": [{"path": {}}, {"header": 7}]"#,
+                "hash_key[1].header",
+                "invalid type: integer `7`, expected a string",
+            ),
+            (
+                r#""policy": "consistent_hash", "hash_key": {"header": "x"}"#,
+                "hash_key",
+                "invalid type: object, expected an array",
+            ),
+            (
+                r#""health_check": {"path": "/h", "expected_statuses": [200, "204"]}"#,
+                "health_check.expected_statuses[1]",
+                "invalid type: string \"204\", expected u16",
+            ),
+            (
+                r#""health_check": {"path": "/h", "expected_statuses": [200, 70000]}"#,
+                "health_check.expected_statuses[1]",
+                "invalid value: integer `70000`, expected u16",
+            ),
+            (
+                r#""health_check": {"path": "/h", "timeout_ms": 1.0}"#,
+                "health_check.timeout_ms",
+                "invalid type: floating point, expected u32",
+            ),
+            (
+                r#""health_check": {"path": 1}"#,
+                "health_check.path",
+                "invalid type: integer `1`, expected a string",
+            ),
+            (
+                r#""outlier_detection": {"base_ejection_ms": 4294967296}"#,
+                "outlier_detection.base_ejection_ms",
+                "invalid value: integer `4294967296`, expected u32",
+            ),
+            (
+                r#""status_path": "/s", "status_allowed_cidrs": ["::1", 10]"#,
+                "status_allowed_cidrs[1]",
+                "invalid type: integer `10`, expected a string",
+            ),
+            (
+                r#""panic_threshold_percent": true"#,
+                "panic_threshold_percent",
+                "invalid type: boolean `true`, expected u32",
+            ),
+        ] {
+            let err = rejected(&format!("{{{fields}, {A}}}"));
+            assert_eq!(
+                (err.field.as_str(), err.reason.as_str()),
+                (field, reason),
+                "{fields}"
+            );
+        }
+        let err =
+            rejected(r#"{"backends": [{"cluster": "a"}, {"cluster": "b", "backup": "yes"}]}"#);
+        assert_eq!(err.field, "backends[1].backup");
+        assert_eq!(
+            err.reason,
+            "invalid type: string \"yes\", expected a boolean"
+        );
+        let err = rejected(r#"{"backends": [{"cluster": "a"}, "b"]}"#);
+        assert_eq!(err.field, "backends[1]");
+        assert_eq!(err.reason, "invalid type: string \"b\", expected an object");
+        let err = rejected(r#"{"backends": [{"weight": 2}]}"#);
+        assert_eq!(
+            (err.field.as_str(), err.reason.as_str()),
+            ("backends[0]", "missing field `cluster`")
+        );
+    }
+
+    #[test]
+    fn integers_are_json_integers() {
+        for (weight, reason) in [
+            ("-3", "invalid value: integer `-3`, expected u32"),
+            (
+                "99999999999",
+                "invalid value: integer `99999999999`, expected u32",
+            ),
+            ("1.0", "invalid type: floating point, expected u32"),
+            ("1e2", "invalid type: floating point, expected u32"),
+            ("\"2\"", "invalid type: string \"2\", expected u32"),
+        ] {
+            let err = rejected(&format!(
+                r#"{{"backends": [{{"cluster": "a", "weight": {weight}}}]}}"#
+            ));
+            assert_eq!(
+                (err.field.as_str(), err.reason.as_str()),
+                ("backends[0].weight", reason)
+            );
+        }
+        // A number field takes integers too.
+        let config = parse(&format!(
+            r#"{{"policy": "ip_hash", "bounded_load_factor": 2, {A}}}"#
+        ))
+        .unwrap();
+        assert_eq!(config.bounded_load_factor, Some(2.0));
+    }
+
+    #[test]
+    fn unknown_fields_list_the_known_ones() {
+        let err = rejected(r#"{"backends": [{"cluster": "a", "wieght": 2}]}"#);
+        assert_eq!(
+            err.reason,
+            "unknown field `wieght`, expected one of `cluster`, `weight`, `backup`"
+        );
+        let err = rejected(&format!(
+            r#"{{"policy": "consistent_hash", "hash_key": [{{"source_ip": {{"v6": true}}}}], {A}}}"#
+        ));
+        assert_eq!(
+            (err.field.as_str(), err.reason.as_str()),
+            (
+                "hash_key[0].source_ip.v6",
+                "unknown field `v6`, there are no fields"
+            )
+        );
+    }
+
+    #[test]
+    fn choices_name_the_allowed_values() {
+        let err = rejected(r#"{"policy": "fastest", "backends": [{"cluster": "a"}]}"#);
+        assert_eq!(
+            err.reason,
+            "unknown variant `fastest`, expected one of `round_robin`, `least_request`, `consistent_hash`, `ip_hash`, `random`"
+        );
+        let err = rejected(r#"{"policy": 1, "backends": [{"cluster": "a"}]}"#);
+        assert_eq!(err.field, "policy");
+        assert!(
+            err.reason
+                .starts_with("invalid type: integer `1`, expected one of `round_robin`"),
+            "{err}"
+        );
+        let err = rejected(&format!(
+            r#"{{"policy": "ip_hash", "on_missing_key": "drop", {A}}}"#
+        ));
+        assert_eq!(
+            (err.field.as_str(), err.reason.as_str()),
+            (
+                "on_missing_key",
+                "unknown variant `drop`, expected one of `round_robin`, `reject`"
+            )
+        );
+        let err = rejected(&format!(
+            r#"{{"health_check": {{"path": "/h", "initial_state": "Healthy"}}, {A}}}"#
+        ));
+        assert_eq!(
+            (err.field.as_str(), err.reason.as_str()),
+            (
+                "health_check.initial_state",
+                "unknown variant `Healthy`, expected one of `healthy`, `unhealthy`"
+            )
+        );
+        let err = rejected(&format!(
+            r#"{{"policy": "consistent_hash", "hash_key": [{{"body": "x"}}], {A}}}"#
+        ));
+        assert_eq!(
+            err.reason,
+            "unknown variant `body`, expected one of `header`, `cookie`, `query`, `path`, `source_ip`"
+        );
+        for (name, policy) in POLICIES {
+            assert_eq!(policy.name(), *name);
+        }
+    }
+
+    /// `null` is "not set" for the optional fields and sections (as serde's `Option` was), and
+    /// a type error for the required ones and those with plain defaults.
+    #[test]
+    fn null_means_unset_only_where_serde_had_an_option() {
+        let config = parse(&format!(
+            r#"{{"least_request": null, "hash_key": null, "health_check": null, "status_path": null,
+                "panic_threshold_percent": null, {A}}}"#
+        ))
+        .unwrap();
+        assert_eq!(config.panic_threshold_percent, 50);
+        assert_eq!(config.health_check, None);
+        for (json, field) in [
+            (
+                r#"{"policy": null, "backends": [{"cluster": "a"}]}"#,
+                "policy",
+            ),
+            (
+                r#"{"cluster_header": null, "backends": [{"cluster": "a"}]}"#,
+                "cluster_header",
+            ),
+            (r#"{"backends": null}"#, "backends"),
+        ] {
+            let err = rejected(json);
+            assert_eq!(err.field, field, "{json}");
+            assert!(
+                err.reason.starts_with("invalid type: null, expected "),
+                "{err}"
+            );
+        }
+        for backend in [
+            r#"{"cluster": null}"#,
+            r#"{"cluster": "a", "weight": null}"#,
+            r#"{"cluster": "a", "backup": null}"#,
+        ] {
+            let err = rejected(&format!(r#"{{"backends": [{backend}]}}"#));
+            assert!(err.field.starts_with("backends[0]."), "{err}");
+            assert!(err.reason.starts_with("invalid type: null"), "{err}");
+        }
+    }
+
+    #[test]
+    fn float_bounds_in_messages() {
+        let err = rejected(&format!(
+            r#"{{"policy": "ip_hash", "bounded_load_factor": 0.5, {A}}}"#
+        ));
+        assert_eq!(
+            err.reason,
+            format!("must be between 1.0 and {MAX_BOUNDED_LOAD_FACTOR:.1}")
+        );
+        let err = rejected(&format!(
+            r#"{{"policy": "least_request", "least_request": {{"active_request_bias": 11}}, {A}}}"#
+        ));
+        assert_eq!(
+            err.reason,
+            format!("must be between 0.0 and {MAX_ACTIVE_REQUEST_BIAS:.1}")
+        );
     }
 
     #[test]
