@@ -208,7 +208,10 @@ impl Balancer {
         let missing_key_body = missing_key_body(&config);
         Ok(Self {
             selector,
-            tickets: TicketCounter::new(format!("eisodos.{namespace}.rr_ticket")),
+            tickets: TicketCounter::with_batch(
+                format!("eisodos.{namespace}.rr_ticket"),
+                config.round_robin.ticket_batch,
+            ),
             inflight,
             health,
             selection: RefCell::new(Rc::new(selection)),

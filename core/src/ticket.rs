@@ -4,6 +4,12 @@
 //! Taking a ticket is a read followed by a compare-and-swap write of the next value, retried a
 //! bounded number of times because Envoy has no atomic increment. The value is a little-endian
 //! `u64`; a malformed value counts as 0 and is overwritten.
+//!
+//! That round trip is most of what round-robin costs a request in Envoy (a shared-data get
+//! returns its value through an allocation in the VM). A counter with a *batch* of `n` claims
+//! `n` consecutive tickets per round trip and hands them out locally: every ticket is still
+//! taken once from the one shared counter, but a worker serves `n` consecutive places of the
+//! order at a time.
 
 use std::cell::Cell;
 
@@ -17,6 +23,8 @@ pub const MAX_CAS_ATTEMPTS: u32 = 8;
 pub enum TicketSource {
     /// Taken from the shared counter: no other request in the process holds it.
     Shared,
+    /// From the batch this worker claimed from the shared counter: no other request holds it.
+    Claimed,
     /// Every attempt lost its CAS to other workers: the ticket is the last value read, which the
     /// winner of that race also holds. One backend gets one request more than its turn; the
     /// order stays global.
@@ -39,14 +47,25 @@ pub struct Ticket {
 #[derive(Debug)]
 pub struct TicketCounter {
     key: String,
+    /// Tickets claimed per compare-and-swap (at least 1).
+    batch: u64,
+    /// The rest of this VM's claimed batch: the next ticket and the end (exclusive).
+    claimed: Cell<(u64, u64)>,
     local: Cell<u64>,
 }
 
 impl TicketCounter {
-    /// A counter stored under `key`.
+    /// A counter stored under `key`, claiming one ticket per round trip.
     pub fn new(key: String) -> Self {
+        Self::with_batch(key, 1)
+    }
+
+    /// A counter stored under `key` that claims `batch` tickets per round trip (0 counts as 1).
+    pub fn with_batch(key: String, batch: u32) -> Self {
         Self {
             key,
+            batch: u64::from(batch.max(1)),
+            claimed: Cell::new((0, 0)),
             local: Cell::new(0),
         }
     }
@@ -66,8 +85,17 @@ impl TicketCounter {
         }
     }
 
-    /// Takes the next ticket.
+    /// Takes the next ticket: from this VM's claimed batch while it lasts, else from the shared
+    /// counter (claiming the next batch).
     pub fn take(&self, store: &dyn SharedStore) -> Ticket {
+        let (next, end) = self.claimed.get();
+        if next < end {
+            self.claimed.set((next.wrapping_add(1), end));
+            return Ticket {
+                value: next,
+                source: TicketSource::Claimed,
+            };
+        }
         let mut last_seen = None;
         for _ in 0..MAX_CAS_ATTEMPTS {
             let current = match store.get(&self.key) {
@@ -77,12 +105,14 @@ impl TicketCounter {
                 Err(_) => return self.take_local(),
             };
             let (value, cas) = current.map_or((0, None), |(value, cas)| (value, Some(cas)));
-            match store.set(&self.key, &encode(value.wrapping_add(1)), cas) {
+            let after = value.wrapping_add(self.batch);
+            match store.set(&self.key, &encode(after), cas) {
                 Ok(()) => {
+                    self.claimed.set((value.wrapping_add(1), after));
                     return Ticket {
                         value,
                         source: TicketSource::Shared,
-                    }
+                    };
                 }
                 Err(SetError::CasMismatch) => last_seen = Some(value),
                 Err(SetError::Host(_)) => return self.take_local(),
@@ -147,6 +177,42 @@ mod tests {
         counter.take(&store);
         let after = store.op_counts();
         assert_eq!((after.0 - before.0, after.1 - before.1), (1, 1));
+    }
+
+    #[test]
+    fn a_batch_is_claimed_with_one_round_trip_and_served_locally() {
+        let store = MemoryStore::new();
+        counter(&store);
+        let worker_1 = TicketCounter::with_batch("eisodos.test.rr".into(), 4);
+        let worker_2 = TicketCounter::with_batch("eisodos.test.rr".into(), 4);
+        let before = store.op_counts();
+        let first: Vec<Ticket> = (0..3).map(|_| worker_1.take(&store)).collect();
+        let second: Vec<u64> = (0..5).map(|_| worker_2.take(&store).value).collect();
+        let rest: Vec<u64> = (0..3).map(|_| worker_1.take(&store).value).collect();
+        let after = store.op_counts();
+        assert_eq!(first.iter().map(|t| t.value).collect::<Vec<_>>(), [0, 1, 2]);
+        assert_eq!(first[0].source, TicketSource::Shared);
+        assert_eq!(first[1].source, TicketSource::Claimed);
+        assert_eq!(second, [4, 5, 6, 7, 8], "the next batches, 4..8 and 8..12");
+        assert_eq!(
+            rest,
+            [3, 12, 13],
+            "worker 1 finishes its batch, then claims 12..16"
+        );
+        assert_eq!((after.0 - before.0, after.1 - before.1), (4, 4), "4 claims");
+    }
+
+    #[test]
+    fn a_lost_cas_claims_the_next_batch_and_a_batch_of_one_claims_nothing_ahead() {
+        let store = MemoryStore::new();
+        counter(&store);
+        let batched = TicketCounter::with_batch("eisodos.test.rr".into(), 10);
+        store.interfere_after_get(1, |old| encode(decode(old) + 10).to_vec());
+        assert_eq!(batched.take(&store).value, 10, "a competitor claimed 0..10");
+        assert_eq!(batched.take(&store).value, 11);
+        let single = TicketCounter::with_batch("eisodos.test.rr".into(), 0);
+        assert_eq!(single.take(&store).value, 20);
+        assert_eq!(single.take(&store).value, 21);
     }
 
     #[test]
@@ -235,55 +301,59 @@ mod tests {
         );
     }
 
-    /// Real threads on one store, like Envoy workers on the process-wide map: with enough
-    /// retries every ticket is handed out exactly once.
+    /// Real threads on one store, like Envoy workers on the process-wide map, each taking
+    /// `per_thread` tickets with `batch`: the unique tickets (shared or claimed, sorted) and
+    /// how many requests settled on a contended one.
     #[cfg(not(target_family = "wasm"))]
-    #[test]
-    fn threads_contending_take_each_ticket_exactly_once() {
+    fn take_from_threads(batch: u32, threads: u64, per_thread: u64) -> (Vec<u64>, u64) {
         use std::sync::Arc;
-        const THREADS: u64 = 4;
-        const PER_THREAD: u64 = 2000;
         let store = Arc::new(MemoryStore::new());
         counter(&store);
-        let handles: Vec<_> = (0..THREADS)
+        let handles: Vec<_> = (0..threads)
             .map(|_| {
                 let store = Arc::clone(&store);
                 std::thread::spawn(move || {
-                    let counter = TicketCounter::new("eisodos.test.rr".into());
-                    (0..PER_THREAD)
+                    let counter = TicketCounter::with_batch("eisodos.test.rr".into(), batch);
+                    (0..per_thread)
                         .map(|_| counter.take(&*store))
                         .collect::<Vec<_>>()
                 })
             })
             .collect();
-        let mut shared: Vec<u64> = Vec::new();
+        let mut unique: Vec<u64> = Vec::new();
         let mut contended = 0;
         for handle in handles {
             for ticket in handle.join().unwrap() {
                 match ticket.source {
-                    TicketSource::Shared => shared.push(ticket.value),
+                    TicketSource::Shared | TicketSource::Claimed => unique.push(ticket.value),
                     TicketSource::Contended => contended += 1,
                     TicketSource::Local => panic!("no host errors here"),
                 }
             }
         }
-        shared.sort_unstable();
-        let distinct = shared.len();
-        shared.dedup();
-        assert_eq!(
-            shared.len(),
-            distinct,
-            "a shared ticket was handed out twice"
-        );
-        assert_eq!(
-            shared.len() as u64 + contended,
-            THREADS * PER_THREAD,
-            "every request got a ticket"
-        );
-        assert_eq!(
-            decode(&store.value("eisodos.test.rr").unwrap()),
-            shared.len() as u64,
-            "the counter advanced once per shared ticket"
-        );
+        unique.sort_unstable();
+        let taken = unique.len();
+        unique.dedup();
+        assert_eq!(unique.len(), taken, "a ticket was handed out twice");
+        assert_eq!(taken as u64 + contended, threads * per_thread);
+        (unique, contended)
+    }
+
+    #[cfg(not(target_family = "wasm"))]
+    #[test]
+    fn threads_contending_take_each_ticket_exactly_once() {
+        let (unique, contended) = take_from_threads(1, 4, 2000);
+        assert_eq!(unique.len() as u64 + contended, 8000);
+    }
+
+    /// With batches every ticket is still taken once, and none is skipped but the ends of the
+    /// batches still held (at most batch - 1 per thread).
+    #[cfg(not(target_family = "wasm"))]
+    #[test]
+    fn threads_claiming_batches_take_each_ticket_once() {
+        let (unique, _) = take_from_threads(8, 4, 2000);
+        let highest = unique.last().copied().unwrap_or(0);
+        let unused = highest + 1 - unique.len() as u64;
+        assert!(unused <= 4 * 7, "{unused} tickets claimed but not used");
     }
 }

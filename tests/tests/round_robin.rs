@@ -72,6 +72,45 @@ fn three_equal_backends_get_exactly_a_third_each_across_two_workers() {
     eprintln!("connections per worker: {per_worker:?}, hits: {hits:?}");
 }
 
+/// `ticket_batch: 6` over three equal backends: each worker claims six places of the order
+/// (two full rotations) per shared-data round trip, so the spread stays even (only the two
+/// workers' unfinished batches can tilt it, by at most 2 each), but sequential requests no
+/// longer follow one order across workers.
+#[test]
+fn a_ticket_batch_keeps_the_spread_even_and_gives_up_the_one_order() {
+    let upstreams = Upstream::start_all(&["backend_a", "backend_b", "backend_c"]);
+    let envoy = Envoy::builder()
+        .upstreams(&upstreams)
+        .plugin_config(
+            r#"{"policy": "round_robin", "round_robin": {"ticket_batch": 6},
+                "backends": [{"cluster": "backend_a"}, {"cluster": "backend_b"}, {"cluster": "backend_c"}]}"#,
+        )
+        .concurrency(2)
+        .start();
+
+    let order = send_sequentially(&envoy, 300, "backend_c");
+
+    let hits: Vec<u64> = upstreams.iter().map(Upstream::hits).collect();
+    assert_eq!(hits.iter().sum::<u64>(), 300);
+    let spread = hits.iter().max().unwrap() - hits.iter().min().unwrap();
+    assert!(spread <= 4, "uneven beyond two open batches: {hits:?}");
+    let per_worker = connections_per_worker(&envoy, 2);
+    assert!(per_worker.iter().all(|&n| n > 0), "{per_worker:?}");
+    let breaks = order
+        .iter()
+        .enumerate()
+        .filter(|(i, name)| *name != upstreams[i % 3].name())
+        .count();
+    assert!(
+        breaks > 0,
+        "with both workers serving batches the global rotation must break somewhere \
+         (connections per worker {per_worker:?})"
+    );
+    eprintln!(
+        "hits {hits:?}, {breaks} requests off the global rotation, per worker {per_worker:?}"
+    );
+}
+
 #[test]
 fn weights_five_one_one_interleave_smoothly() {
     let upstreams = Upstream::start_all(&["backend_a", "backend_b", "backend_c"]);

@@ -24,6 +24,8 @@ pub const MAX_BACKENDS: usize = 1000;
 pub const MAX_WEIGHT: u32 = 1000;
 /// Longest cluster name or header name accepted (Envoy has no limit; the header has to carry it).
 pub const MAX_NAME_LEN: usize = 256;
+/// Most round-robin tickets a worker claims at once.
+pub const MAX_TICKET_BATCH: u32 = 1024;
 /// Most distinct candidates least-request compares.
 pub const MAX_CHOICE_COUNT: u32 = 100;
 /// Most `hash_key` sources.
@@ -124,6 +126,22 @@ pub enum OnMissingKey {
     Reject,
 }
 
+/// Round-robin tuning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoundRobinConfig {
+    /// Tickets a worker claims from the shared counter per compare-and-swap
+    /// (`1..=MAX_TICKET_BATCH`). 1: every request takes its own, so sequential requests
+    /// follow one order whichever worker serves them. `n`: a worker serves `n` consecutive
+    /// places of the order per shared-data round trip.
+    pub ticket_batch: u32,
+}
+
+impl Default for RoundRobinConfig {
+    fn default() -> Self {
+        Self { ticket_batch: 1 }
+    }
+}
+
 /// Least-request tuning, as Envoy's `least_request_lb_config`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LeastRequestConfig {
@@ -181,6 +199,8 @@ pub struct Config {
     pub policy: Policy,
     /// The backends, in configuration order; at least one, cluster names distinct.
     pub backends: Vec<Backend>,
+    /// Round-robin tuning (defaults unless the policy is `round_robin`).
+    pub round_robin: RoundRobinConfig,
     /// Least-request tuning (defaults unless the policy is `least_request`).
     pub least_request: LeastRequestConfig,
     /// Key sources for `consistent_hash`, in order of preference (empty for other policies).
@@ -207,6 +227,7 @@ struct RawConfig {
     cluster_header: String,
     policy: Policy,
     backends: Vec<RawBackend>,
+    round_robin: Option<Option<u32>>,
     least_request: Option<RawLeastRequest>,
     hash_key: Option<Vec<HashSource>>,
     on_missing_key: Option<OnMissingKey>,
@@ -240,6 +261,7 @@ const FIELDS: &[&str] = &[
     "cluster_header",
     "policy",
     "backends",
+    "round_robin",
     "least_request",
     "hash_key",
     "on_missing_key",
@@ -302,6 +324,10 @@ impl RawConfig {
                 at.object(&["cluster", "weight", "backup"])?,
             )?);
         }
+        let round_robin = match top.object("round_robin", &["ticket_batch"])? {
+            Some(section) => Some(section.u32("ticket_batch")?),
+            None => None,
+        };
         let least_request =
             match top.object("least_request", &["choice_count", "active_request_bias"])? {
                 Some(section) => Some(RawLeastRequest {
@@ -354,6 +380,7 @@ impl RawConfig {
             cluster_header,
             policy,
             backends,
+            round_robin,
             least_request,
             hash_key,
             on_missing_key,
@@ -481,6 +508,21 @@ impl RawConfig {
                 ))
             }
         };
+        let round_robin = match self.round_robin {
+            None => RoundRobinConfig::default(),
+            Some(ticket_batch) => {
+                only_for("round_robin", policy == Policy::RoundRobin, "round_robin")?;
+                let defaults = RoundRobinConfig::default();
+                let ticket_batch = ticket_batch.unwrap_or(defaults.ticket_batch);
+                if !(1..=MAX_TICKET_BATCH).contains(&ticket_batch) {
+                    return Err(ConfigError::new(
+                        "round_robin.ticket_batch",
+                        format!("must be between 1 and {MAX_TICKET_BATCH}, got {ticket_batch}"),
+                    ));
+                }
+                RoundRobinConfig { ticket_batch }
+            }
+        };
         let least_request = match self.least_request {
             None => LeastRequestConfig::default(),
             Some(raw) => {
@@ -555,6 +597,7 @@ impl RawConfig {
                     backup: raw.backup,
                 })
                 .collect(),
+            round_robin,
             least_request,
             hash_key,
             on_missing_key,
@@ -861,6 +904,22 @@ mod tests {
     const A: &str = r#""backends": [{"cluster": "a"}, {"cluster": "b"}]"#;
 
     #[test]
+    fn round_robin_takes_a_ticket_batch_of_1_to_1024() {
+        let batch = |json: &str| parse(&format!(r#"{{{json}, {A}}}"#)).map(|c| c.round_robin);
+        assert_eq!(batch(r#""policy": "round_robin""#).unwrap().ticket_batch, 1);
+        assert_eq!(
+            batch(r#""round_robin": {"ticket_batch": 16}"#).unwrap(),
+            RoundRobinConfig { ticket_batch: 16 }
+        );
+        assert_eq!(batch(r#""round_robin": {}"#).unwrap().ticket_batch, 1);
+        for bad in ["0", "1025"] {
+            let err = batch(&format!(r#""round_robin": {{"ticket_batch": {bad}}}"#)).unwrap_err();
+            assert_eq!(err.field, "round_robin.ticket_batch");
+            assert_eq!(err.reason, format!("must be between 1 and 1024, got {bad}"));
+        }
+    }
+
+    #[test]
     fn every_policy_parses_with_its_section() {
         let config = parse(&format!(
             r#"{{"policy": "least_request", "least_request": {{"choice_count": 3, "active_request_bias": 0.5}}, {A}}}"#
@@ -931,6 +990,10 @@ mod tests {
             r#"{{"policy": "ip_hash", "hash_key": [{{"path": {{}}}}], {A}}}"#
         ));
         assert_eq!(err.field, "hash_key");
+        let err = rejected(&format!(
+            r#"{{"policy": "random", "round_robin": {{"ticket_batch": 4}}, {A}}}"#
+        ));
+        assert_eq!(err.field, "round_robin");
     }
 
     #[test]
