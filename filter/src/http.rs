@@ -1,4 +1,4 @@
-//! The HTTP context: one per request. Chooses the backend and writes its cluster into the
+//! The stream context: one per request. Chooses the backend and writes its cluster into the
 //! header the route's `cluster_header` reads (Envoy then matches the route again), or answers
 //! locally (status page, missing key, nothing healthy); when the stream ends, gives back the
 //! in-flight count and tells passive health how the request went.
@@ -8,15 +8,14 @@ use std::rc::Rc;
 use eisodos_core::balancer::{Balancer, Decision};
 use eisodos_core::request_key::{self, RequestView};
 use log::{debug, error, warn};
-use proxy_wasm::hostcalls;
-use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::{Action, MapType};
 
+use crate::abi::{self, MapType};
 use crate::host;
 use crate::request::HostRequest;
 use crate::shared_data::HostStore;
 
 /// Per-request state.
+#[derive(Clone)]
 pub struct EisodosHttp {
     balancer: Option<Rc<Balancer>>,
     /// The backend this request was sent to.
@@ -34,22 +33,19 @@ impl EisodosHttp {
             counted: false,
         }
     }
-}
 
-impl Context for EisodosHttp {}
-
-impl HttpContext for EisodosHttp {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    /// The request headers are in: route, or answer. Returns the ABI action.
+    pub fn on_request_headers(&mut self) -> u32 {
         let Some(balancer) = &self.balancer else {
-            return Action::Continue;
+            return abi::CONTINUE;
         };
         if is_status_request(balancer) {
             let body = balancer.status_json(&HostStore, host::now_ms());
-            let headers = vec![
+            let headers = [
                 ("content-type", "application/json"),
                 ("cache-control", "no-store"),
             ];
-            return reply(200, headers, &body);
+            return reply(200, &headers, &body);
         }
         match balancer.choose(&HostStore, &HostRequest) {
             Decision::Route(choice) => {
@@ -57,19 +53,20 @@ impl HttpContext for EisodosHttp {
                 self.counted = choice.counted;
                 // Replaces any value, including one a client sent; the shipped configs also
                 // remove the client's value before the first route match.
-                match hostcalls::set_map_value(
-                    MapType::HttpRequestHeaders,
+                match abi::set_header(
+                    MapType::RequestHeaders,
                     balancer.cluster_header(),
-                    Some(choice.cluster),
+                    choice.cluster,
                 ) {
                     Ok(()) => debug!("{:?} -> {}", choice.reason, choice.cluster),
                     Err(status) => error!(
-                        "cannot set {} to {}: {status:?}",
+                        "cannot set {} to {}: {}",
                         balancer.cluster_header(),
-                        choice.cluster
+                        choice.cluster,
+                        status.name()
                     ),
                 }
-                Action::Continue
+                abi::CONTINUE
             }
             Decision::Reject {
                 status,
@@ -82,14 +79,14 @@ impl HttpContext for EisodosHttp {
                 if let Some(seconds) = &retry_after {
                     headers.push(("retry-after", seconds));
                 }
-                reply(status, headers, body)
+                reply(status, &headers, body)
             }
         }
     }
 
     /// Runs once when the stream ends, however it ends (done, reset, aborted, timed out,
     /// answered locally): the one place to give the in-flight count back.
-    fn on_log(&mut self) {
+    pub fn on_log(&self) {
         let (Some(balancer), Some(index)) = (&self.balancer, self.routed) else {
             return;
         };
@@ -98,7 +95,7 @@ impl HttpContext for EisodosHttp {
         }
         if balancer.wants_reports() {
             // 0: no response was sent (the client went away first): says nothing of the backend.
-            let code = host::int_property(vec!["response", "code"]).unwrap_or(0);
+            let code = host::int_property(&["response", "code"]).unwrap_or(0);
             if code > 0 {
                 balancer.report_with_clock(&HostStore, index, code >= 500, &host::now_ms);
             }
@@ -128,12 +125,12 @@ fn is_status_request(balancer: &Balancer) -> bool {
     allowed
 }
 
-fn reply(status: u32, headers: Vec<(&str, &str)>, body: &str) -> Action {
-    match hostcalls::send_http_response(status, headers, Some(body.as_bytes())) {
-        Ok(()) => Action::Pause,
+fn reply(status: u32, headers: &[(&str, &str)], body: &str) -> u32 {
+    match abi::send_response(status, headers, body.as_bytes()) {
+        Ok(()) => abi::PAUSE,
         Err(err) => {
-            warn!("cannot send the {status} reply: {err:?}");
-            Action::Continue
+            warn!("cannot send the {status} reply: {}", err.name());
+            abi::CONTINUE
         }
     }
 }

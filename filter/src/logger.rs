@@ -1,10 +1,7 @@
-//! Routes the `log` macros to Envoy's log and panics to a critical log line.
-//!
-//! The SDK's own logger `unwrap`s the host call; this one ignores a failed log call instead,
-//! so logging can never be what kills the VM.
+//! Routes the `log` macros to Envoy's log and panics to a critical log line. A failed log call
+//! is ignored: logging can never be what kills the VM.
 
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::LogLevel;
+use crate::abi::{self, LogLevel};
 
 struct HostLogger;
 
@@ -17,14 +14,14 @@ pub fn install() {
     let _ = log::set_logger(&LOGGER);
     log::set_max_level(log::LevelFilter::Info);
     std::panic::set_hook(Box::new(|info| {
-        let _ = hostcalls::log(LogLevel::Critical, &format!("eisodos panicked: {info}"));
+        let _ = abi::log(LogLevel::Critical, &format!("eisodos panicked: {info}"));
     }));
 }
 
 /// Skips formatting messages Envoy would drop anyway (per-request `debug` lines). Called from
 /// `on_configure`.
 pub fn follow_host_level() {
-    let filter = match hostcalls::get_log_level() {
+    let filter = match abi::log_level() {
         Ok(LogLevel::Trace) => log::LevelFilter::Trace,
         Ok(LogLevel::Debug) => log::LevelFilter::Debug,
         Ok(LogLevel::Info) | Err(_) => log::LevelFilter::Info,
@@ -50,7 +47,7 @@ impl log::Log for HostLogger {
             log::Level::Warn => LogLevel::Warn,
             log::Level::Error => LogLevel::Error,
         };
-        let _ = hostcalls::log(level, &record.args().to_string());
+        let _ = abi::log(level, &record.args().to_string());
     }
 
     fn flush(&self) {}

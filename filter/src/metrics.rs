@@ -3,8 +3,8 @@
 //! (`wasmcustom.` in front in Envoy's `/stats`).
 
 use log::warn;
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::MetricType;
+
+use crate::abi;
 
 /// One gauge per backend, in configuration order.
 pub struct InFlightGauges {
@@ -17,8 +17,8 @@ impl InFlightGauges {
         let ids = clusters
             .map(|cluster| {
                 let name = format!("eisodos.{namespace}.in_flight.{cluster}");
-                hostcalls::define_metric(MetricType::Gauge, &name)
-                    .map_err(|status| warn!("cannot define gauge {name}: {status:?}"))
+                abi::define_gauge(&name)
+                    .map_err(|status| warn!("cannot define gauge {name}: {}", status.name()))
                     .ok()
             })
             .collect();
@@ -29,7 +29,7 @@ impl InFlightGauges {
     pub fn record(&self, counts: &[u32]) {
         for (id, &count) in self.ids.iter().zip(counts) {
             if let Some(id) = id {
-                let _ = hostcalls::record_metric(*id, u64::from(count));
+                let _ = abi::record_metric(*id, u64::from(count));
             }
         }
     }

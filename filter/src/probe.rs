@@ -1,13 +1,11 @@
 //! Active health probes: sent with `dispatch_http_call` through the backend's own cluster (its
 //! load balancer, connection pool and TLS apply), answered in the root context.
 
-use std::time::Duration;
-
 use eisodos_core::balancer::{Balancer, ProbeRequest};
 use eisodos_core::health::ProbeResult;
 use log::{debug, warn};
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::MapType;
+
+use crate::abi::{self, MapType};
 
 /// Sends `probe` now; a call Envoy refuses (an unknown cluster, say) is a failed probe.
 pub fn send(balancer: &Balancer, probe: ProbeRequest<'_>, now_ms: u64) {
@@ -15,22 +13,22 @@ pub fn send(balancer: &Balancer, probe: ProbeRequest<'_>, now_ms: u64) {
         return;
     };
     let authority = check.authority.as_deref().unwrap_or(probe.cluster);
-    let headers = vec![
+    let headers = [
         (":method", check.method.as_str()),
         (":path", check.path.as_str()),
         (":authority", authority),
         ("user-agent", "eisodos-health-check"),
     ];
-    let timeout = Duration::from_millis(u64::from(check.timeout_ms));
-    match hostcalls::dispatch_http_call(probe.cluster, headers, None, vec![], timeout) {
+    match abi::http_call(probe.cluster, &headers, check.timeout_ms) {
         Ok(token) => {
             debug!("probe {} sent (token {token})", probe.cluster);
             balancer.probe_sent(probe.index, token, now_ms);
         }
         Err(status) => {
             warn!(
-                "cannot probe {}: Envoy refused the call ({status:?})",
-                probe.cluster
+                "cannot probe {}: Envoy refused the call ({})",
+                probe.cluster,
+                status.name()
             );
             balancer.probe_not_sent(probe.index, now_ms);
         }
@@ -40,7 +38,7 @@ pub fn send(balancer: &Balancer, probe: ProbeRequest<'_>, now_ms: u64) {
 /// What a probe came back with: its status, or a failure when Envoy called back without one
 /// (refused, reset, timed out).
 pub fn result() -> ProbeResult {
-    hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
+    abi::header(MapType::HttpCallResponseHeaders, ":status")
         .ok()
         .flatten()
         .and_then(|bytes| std::str::from_utf8(&bytes).ok()?.parse::<u16>().ok())

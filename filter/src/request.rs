@@ -2,18 +2,16 @@
 //! read only when a configured hash source asks for them.
 
 use eisodos_core::request_key::RequestView;
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::MapType;
+
+use crate::abi::{self, MapType};
 
 /// The request whose headers are being processed.
 pub struct HostRequest;
 
 impl RequestView for HostRequest {
     fn header(&self, name: &str) -> Option<Vec<u8>> {
-        // The bytes variant: the SDK's string variant panics on a non-UTF-8 value.
-        hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
-            .ok()
-            .flatten()
+        // Bytes, not a String: a header value need not be UTF-8.
+        abi::header(MapType::RequestHeaders, name).ok().flatten()
     }
 
     fn path(&self) -> Option<Vec<u8>> {
@@ -21,7 +19,7 @@ impl RequestView for HostRequest {
     }
 
     fn source_address(&self) -> Option<String> {
-        let bytes = hostcalls::get_property(vec!["source", "address"]).ok()??;
+        let bytes = abi::property(&["source", "address"]).ok()??;
         String::from_utf8(bytes).ok()
     }
 }

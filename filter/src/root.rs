@@ -1,20 +1,17 @@
-//! The root context: one per worker VM. Parses the plugin configuration into a
-//! [`Balancer`] that the worker's HTTP contexts share.
+//! The root context: one per plugin configuration per worker VM. Parses the plugin
+//! configuration into a [`Balancer`] that the worker's stream contexts share, and ticks.
 
+use std::cell::RefCell;
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::rc::Rc;
-use std::time::Duration;
 
 use eisodos_core::balancer::Balancer;
 use eisodos_core::config::Config;
 use eisodos_core::health::{Change, Mode};
 use log::{debug, error, info, warn};
-use proxy_wasm::hostcalls;
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{BufferType, ContextType};
 
-use crate::http::EisodosHttp;
+use crate::abi;
 use crate::metrics::InFlightGauges;
 use crate::shared_data::HostStore;
 use crate::{host, probe};
@@ -22,50 +19,49 @@ use crate::{host, probe};
 /// Used when Envoy does not report the plugin's name.
 const DEFAULT_NAMESPACE: &str = "eisodos";
 
-/// Holds the current configuration's balancer, replaced as a whole on reconfiguration.
+/// Holds the current configuration's balancer, replaced as a whole on reconfiguration. Its
+/// cells are never borrowed across a host call.
 #[derive(Default)]
 pub struct EisodosRoot {
-    balancer: Option<Rc<Balancer>>,
-    in_flight_gauges: Option<InFlightGauges>,
+    balancer: RefCell<Option<Rc<Balancer>>>,
+    in_flight_gauges: RefCell<Option<Rc<InFlightGauges>>>,
 }
 
-impl Context for EisodosRoot {
-    /// The plugin is going away: its balancer ticks no more, but requests it admitted may
-    /// still end and must give their in-flight counts back.
-    fn on_done(&mut self) -> bool {
-        if let Some(balancer) = &self.balancer {
-            balancer.retire(&HostStore);
-        }
-        true
+impl EisodosRoot {
+    /// The current balancer, for a new stream.
+    pub fn balancer(&self) -> Option<Rc<Balancer>> {
+        self.balancer.borrow().clone()
     }
 
-    fn on_http_call_response(
-        &mut self,
-        token: u32,
-        _headers: usize,
-        _body: usize,
-        _trailers: usize,
-    ) {
-        if let Some(balancer) = &self.balancer {
+    /// The plugin is going away: its balancer ticks no more, but requests it admitted may
+    /// still end and must give their in-flight counts back.
+    pub fn retire(&self) {
+        if let Some(balancer) = self.balancer() {
+            balancer.retire(&HostStore);
+        }
+    }
+
+    /// A probe's answer (or failure) arrived.
+    pub fn on_http_call_response(&self, token: u32) {
+        if let Some(balancer) = self.balancer() {
             let result = probe::result();
             if let Some(index) = balancer.probe_answered(token, result, host::now_ms()) {
-                debug!("probe {} answered: {result:?}", cluster(balancer, index));
+                debug!("probe {} answered: {result:?}", cluster(&balancer, index));
             }
         }
     }
-}
 
-impl RootContext for EisodosRoot {
-    fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
+    /// Parses and applies the plugin configuration; false (Envoy refuses it) with one log
+    /// line naming the field when it is wrong.
+    pub fn on_configure(&self, plugin_configuration_size: usize) -> bool {
         crate::logger::follow_host_level();
-        let bytes = match hostcalls::get_buffer(
-            BufferType::PluginConfiguration,
-            0,
-            plugin_configuration_size,
-        ) {
-            Ok(bytes) => bytes.unwrap_or_default(),
+        let bytes = match abi::plugin_configuration(plugin_configuration_size) {
+            Ok(bytes) => bytes,
             Err(status) => {
-                error!("configuration: cannot be read from Envoy ({status:?})");
+                error!(
+                    "configuration: cannot be read from Envoy ({})",
+                    status.name()
+                );
                 return false;
             }
         };
@@ -94,26 +90,30 @@ impl RootContext for EisodosRoot {
             warn!("backend {cluster} has no point on the hash ring (weight too small next to the others): it gets no hashed requests");
         }
         // The tick flushes in-flight debt, follows the shared health record and sends probes.
-        let tick = Duration::from_millis(balancer.tick_period_ms());
-        if let Err(status) = hostcalls::set_tick_period(tick) {
-            warn!("cannot set the tick period: {status:?}");
+        let tick = u32::try_from(balancer.tick_period_ms()).unwrap_or(u32::MAX);
+        if let Err(status) = abi::set_tick_period_ms(tick) {
+            warn!("cannot set the tick period: {}", status.name());
         }
-        self.in_flight_gauges = balancer.counts_in_flight().then(|| {
-            InFlightGauges::define(
+        let gauges = balancer.counts_in_flight().then(|| {
+            Rc::new(InFlightGauges::define(
                 &namespace,
                 config.backends.iter().map(|b| b.cluster.as_str()),
-            )
+            ))
         });
-        if let Some(replaced) = self.balancer.replace(Rc::new(balancer)) {
+        *self.in_flight_gauges.borrow_mut() = gauges;
+        let replaced = self.balancer.borrow_mut().replace(Rc::new(balancer));
+        if let Some(replaced) = replaced {
             replaced.retire(&HostStore);
         }
         true
     }
 
-    fn on_tick(&mut self) {
-        let Some(balancer) = &self.balancer else {
+    /// The periodic work: in-flight debt, health, probes, gauges.
+    pub fn on_tick(&self) {
+        let Some(balancer) = self.balancer() else {
             return;
         };
+        let balancer = &balancer;
         let now = host::now_ms();
         let tick = balancer.tick(&HostStore, now);
         for (index, change) in &tick.changes {
@@ -133,25 +133,16 @@ impl RootContext for EisodosRoot {
         for probe in tick.probes {
             probe::send(balancer, probe, now);
         }
-        if let Some(gauges) = &self.in_flight_gauges {
+        let gauges = self.in_flight_gauges.borrow().clone();
+        if let Some(gauges) = gauges {
             gauges.record(&balancer.in_flight(&HostStore));
         }
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
-    }
-
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        // Never None: the SDK panics on None. Without a balancer the stream passes through
-        // untouched and the route's catch-all answers.
-        Some(Box::new(EisodosHttp::new(self.balancer.clone())))
     }
 }
 
 /// The `name` Envoy gives this plugin: keeps shared-data keys of two eisodos filters apart.
 fn plugin_name() -> Option<String> {
-    let bytes = hostcalls::get_property(vec!["plugin_name"]).ok()??;
+    let bytes = abi::property(&["plugin_name"]).ok()??;
     let name = String::from_utf8(bytes).ok()?;
     (!name.is_empty()).then_some(name)
 }
