@@ -69,6 +69,9 @@ ci: lint validate test
 # Benchmark eisodos against Envoy's native load balancing (about 10 minutes; writes bench/results/latest.*). `just bench --quick` for a short run.
 bench *ARGS: build
     cargo build --release --target wasm32-wasip1 -p eisodos-empty-filter
+    cargo build --release --target wasm32-wasip1 -p eisodos-raw-floor --features stream-end
+    cp target/wasm32-wasip1/release/raw_floor.wasm target/wasm32-wasip1/release/raw_floor_stream_end.wasm
+    cargo build --release --target wasm32-wasip1 -p eisodos-raw-floor
     cargo bench -p eisodos-core --bench ops
     cargo bench -p eisodos-core --bench selection
     ENVOY_BIN="{{envoy}}" cargo run --release -p eisodos-bench -- {{ARGS}}

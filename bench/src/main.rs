@@ -6,11 +6,15 @@
 //! Never asserts absolute times: the machine is noisy.
 //!
 //! Usage: `eisodos-bench [--rounds N] [--seconds S] [--connections C] [--quick]
-//! [--only overhead|scale|balance]`, or `eisodos-bench --from-json` to redo the markdown and
-//! plot from `bench/results/latest.json`. `--only` runs one section and prints its lines
-//! without writing `bench/results` (a quick check of one change, not a report).
+//! [--only overhead|scale|balance|instructions] [--filter TEXT]`, or `eisodos-bench --from-json`
+//! to redo the markdown and plot from `bench/results/latest.json`. `--only` runs one section
+//! and prints its lines without writing the report (`--only instructions` writes
+//! `bench/results/instructions.md`); `--filter` keeps the instruction-count variants whose name
+//! contains TEXT (and the two references). The instruction section runs when valgrind is
+//! installed (see `instructions.rs`).
 
 mod configs;
+mod instructions;
 mod loadgen;
 mod process;
 mod report;
@@ -41,6 +45,8 @@ struct Options {
     connections: usize,
     /// Run only this section, and write no report.
     only: Option<String>,
+    /// Instruction-count variants to keep (by name), besides the references.
+    filter: Option<String>,
 }
 
 fn options() -> Options {
@@ -49,6 +55,7 @@ fn options() -> Options {
         seconds: 5,
         connections: 16,
         only: None,
+        filter: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -64,11 +71,12 @@ fn options() -> Options {
             "--only" => {
                 let section = args.next().unwrap_or_default();
                 assert!(
-                    ["overhead", "scale", "balance"].contains(&section.as_str()),
-                    "--only needs overhead, scale or balance"
+                    ["overhead", "scale", "balance", "instructions"].contains(&section.as_str()),
+                    "--only needs overhead, scale, balance or instructions"
                 );
                 options.only = Some(section);
             }
+            "--filter" => options.filter = args.next(),
             "--quick" => {
                 options.rounds = 1;
                 options.seconds = 2;
@@ -110,6 +118,22 @@ fn main_variants() -> Vec<Variant> {
             name: "empty Wasm filter",
             routing: Routing::Filter {
                 wasm: "empty_filter.wasm",
+                plugin_config: json!({}),
+                clusters: 3,
+            },
+        },
+        Variant {
+            name: "raw-ABI floor",
+            routing: Routing::Filter {
+                wasm: "raw_floor.wasm",
+                plugin_config: json!({}),
+                clusters: 3,
+            },
+        },
+        Variant {
+            name: "raw-ABI floor + stream end",
+            routing: Routing::Filter {
+                wasm: "raw_floor_stream_end.wasm",
                 plugin_config: json!({}),
                 clusters: 3,
             },
@@ -158,6 +182,28 @@ fn main_variants() -> Vec<Variant> {
         native("native LEAST_REQUEST", "LEAST_REQUEST"),
         native("native RING_HASH", "RING_HASH"),
     ]
+}
+
+/// The overhead variants worth counting instructions for (Envoy's other native balancers
+/// are not what eisodos is compared with there), narrowed by `--filter`.
+fn instruction_variants(filter: Option<&str>) -> Vec<Variant> {
+    main_variants()
+        .into_iter()
+        .filter(|v| v.name == "native ROUND_ROBIN" || !v.name.starts_with("native"))
+        .filter(|v| {
+            v.name == "native ROUND_ROBIN"
+                || v.name == "empty Wasm filter"
+                || v.name == "raw-ABI floor + stream end"
+                || filter.is_none_or(|text| v.name.contains(text))
+        })
+        .collect()
+}
+
+fn valgrind_installed() -> bool {
+    std::process::Command::new("valgrind")
+        .arg("--version")
+        .output()
+        .is_ok_and(|out| out.status.success())
 }
 
 fn scale_variants() -> Vec<Variant> {
@@ -316,6 +362,16 @@ fn main() {
         &options,
         &work,
     );
+    let instructions = if valgrind_installed() {
+        instructions::count_all(
+            &instruction_variants(options.filter.as_deref()),
+            &ports,
+            &work,
+        )
+    } else {
+        eprintln!("valgrind not installed: no instruction counts");
+        Vec::new()
+    };
     let scale = run_section(
         "scale",
         &scale_variants(),
@@ -344,6 +400,7 @@ fn main() {
         scale,
         balance,
         selection_ns: report::criterion_selection(&paths::repo_root().join("target")),
+        instructions,
     };
     report.write(&results).expect("write the report");
     println!("{}", report.markdown());
@@ -377,6 +434,18 @@ fn run_only(section: &str, options: &Options, work: &Path) {
     }
     let upstreams = Upstream::start_all(&["bench_a", "bench_b", "bench_c"]);
     let ports: Vec<u16> = upstreams.iter().map(Upstream::port).collect();
+    if section == "instructions" {
+        let counts = instructions::count_all(
+            &instruction_variants(options.filter.as_deref()),
+            &ports,
+            work,
+        );
+        let markdown = report::instructions_markdown(&counts, None);
+        let path = paths::repo_root().join("bench/results/instructions.md");
+        std::fs::write(&path, &markdown).expect("write instructions.md");
+        println!("{markdown}");
+        return;
+    }
     let (variants, concurrencies): (Vec<Variant>, &[usize]) = match section {
         "scale" => (scale_variants(), &[1]),
         _ => (main_variants(), &[1, 2]),

@@ -6,6 +6,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::instructions::Count;
 use crate::loadgen::LoadResult;
 
 /// One run of one variant.
@@ -95,6 +96,9 @@ pub struct Report {
     pub balance: Vec<Measurement>,
     /// Core selection cost, ns per pick by policy and backend count (criterion medians).
     pub selection_ns: Vec<(String, Vec<(usize, f64)>)>,
+    /// Envoy instructions per request under callgrind (empty when valgrind was missing).
+    #[serde(default)]
+    pub instructions: Vec<Count>,
 }
 
 /// Reads criterion's medians for the `choose/<policy>` groups under `target/criterion`.
@@ -240,7 +244,69 @@ fn fmt(value: f64, digits: usize) -> String {
     }
 }
 
+/// The instruction counts as a markdown section. With `native_cpu_us` (native round-robin's
+/// CPU µs per request at `--concurrency 1` in the timed run), differences are also given in
+/// µs at native's instructions per µs: an estimate, labelled so.
+pub fn instructions_markdown(counts: &[Count], native_cpu_us: Option<f64>) -> String {
+    let mut out = String::new();
+    let native = counts.first().map(|c| c.per_request);
+    let reference = |name: &str| {
+        counts
+            .iter()
+            .find(|c| c.variant == name)
+            .map(|c| c.per_request)
+    };
+    let empty = reference("empty Wasm filter");
+    let raw = reference("raw-ABI floor + stream end");
+    let us_per_instruction = native.zip(native_cpu_us).map(|(ir, us)| us / ir);
+    let _ = writeln!(
+        out,
+        "\n#### Instructions per request (callgrind, `--concurrency 1`, {} sequential requests, idle work subtracted)\n",
+        crate::instructions::REQUESTS
+    );
+    let _ = writeln!(
+        out,
+        "| variant | instructions/rq | × native RR | over SDK empty filter | ≈ µs | over raw-ABI floor + stream end | ≈ µs |"
+    );
+    let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- | --- |");
+    for count in counts {
+        let over = |floor: Option<f64>| {
+            let delta = floor.map(|f| count.per_request - f);
+            (
+                delta.map_or("–".into(), |d| fmt(d, 0)),
+                delta
+                    .zip(us_per_instruction)
+                    .map_or("–".into(), |(d, k)| fmt(d * k, 1)),
+            )
+        };
+        let ((empty_ir, empty_us), (raw_ir, raw_us)) = (over(empty), over(raw));
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {empty_ir} | {empty_us} | {raw_ir} | {raw_us} |",
+            count.variant,
+            fmt(count.per_request, 0),
+            native.map_or("–".into(), |n| fmt(count.per_request / n, 3)),
+        );
+    }
+    if let Some(k) = us_per_instruction {
+        let _ = writeln!(
+            out,
+            "\nµs estimated at native round-robin's {:.0} instructions per CPU µs in the timed run above.",
+            1.0 / k
+        );
+    }
+    out
+}
+
 impl Report {
+    /// Native round-robin's median CPU µs per request at `--concurrency 1`.
+    fn native_cpu_us_per_request(&self) -> Option<f64> {
+        rows(&self.main, 1)
+            .first()
+            .map(|row| row.cpu_us_per_request)
+            .filter(|us| us.is_finite())
+    }
+
     fn concurrencies(runs: &[Measurement]) -> Vec<usize> {
         let mut c: Vec<usize> = runs.iter().map(|m| m.concurrency).collect();
         c.sort_unstable();
@@ -316,6 +382,12 @@ impl Report {
                 fmt(row.p99_ms, 2),
                 fmt(row.slowest_upstream_share * 100.0, 1)
             );
+        }
+        if !self.instructions.is_empty() {
+            out.push_str(&instructions_markdown(
+                &self.instructions,
+                self.native_cpu_us_per_request(),
+            ));
         }
         if !self.selection_ns.is_empty() {
             let _ = writeln!(
