@@ -120,6 +120,11 @@ struct Health {
     seen_version: Cell<Option<u64>>,
     /// The record last read.
     record: RefCell<HealthRecord>,
+    /// When the tick runs more often than health needs (to write in-flight releases), the
+    /// health work waits for this time: its period, and its shared-data reads, stay health's.
+    next_due_ms: Cell<u64>,
+    /// Health's own tick period.
+    period_ms: u64,
 }
 
 /// Everything needed to choose backends under one configuration.
@@ -200,6 +205,8 @@ impl Balancer {
                     store,
                     prober,
                     seen_version: Cell::new(None),
+                    next_due_ms: Cell::new(0),
+                    period_ms: health_tick_ms(&config),
                 }
             });
         let initial_record = health.as_ref().map(|h| h.record.borrow().clone());
@@ -483,6 +490,14 @@ impl Balancer {
         let Some(health) = &self.health else {
             return tick;
         };
+        if health.period_ms > self.tick_period_ms {
+            if now_ms < health.next_due_ms.get() {
+                return tick;
+            }
+            health
+                .next_due_ms
+                .set(now_ms.saturating_add(health.period_ms));
+        }
         if let (Some((prober, _)), Some(check)) = (&health.prober, &self.config.health_check) {
             let answers = prober.answers();
             if !answers.is_empty() {
@@ -980,6 +995,31 @@ mod tests {
         assert_eq!(balancer.in_flight(&store).iter().sum::<u32>(), 1);
         balancer.release(&store, second.index);
         assert_eq!(balancer.in_flight(&store), [0, 0, 0]);
+    }
+
+    #[test]
+    fn health_keeps_its_own_period_when_releases_tick_faster() {
+        let store = MemoryStore::new();
+        let balancer = balancer(&with_policy(
+            r#""policy": "least_request", "health_check": {"path": "/h", "interval_ms": 400}"#,
+        ));
+        balancer.create_shared_keys(&store).unwrap();
+        assert_eq!(balancer.tick_period_ms(), RELEASE_FLUSH_MS);
+        balancer.tick(&store, 1_000);
+        let before = store.op_counts();
+        for now in [1_020, 1_040, 1_060, 1_080] {
+            balancer.tick(&store, now);
+        }
+        assert_eq!(
+            store.op_counts(),
+            before,
+            "no health work between health ticks"
+        );
+        balancer.tick(&store, 1_100);
+        assert!(
+            store.op_counts().0 > before.0,
+            "health's 100 ms tick reads the record"
+        );
     }
 
     #[test]

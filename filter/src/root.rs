@@ -1,7 +1,7 @@
 //! The root context: one per plugin configuration per worker VM. Parses the plugin
 //! configuration into a [`Balancer`] that the worker's stream contexts share, and ticks.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::rc::Rc;
@@ -25,7 +25,13 @@ const DEFAULT_NAMESPACE: &str = "eisodos";
 pub struct EisodosRoot {
     balancer: RefCell<Option<Rc<Balancer>>>,
     in_flight_gauges: RefCell<Option<Rc<InFlightGauges>>>,
+    /// When the gauges were last refreshed.
+    gauges_ms: Cell<u64>,
 }
+
+/// How often the in-flight gauges are refreshed: each refresh is a shared-data read, and the
+/// tick that writes releases runs every 20 ms.
+const GAUGE_PERIOD_MS: u64 = 1_000;
 
 impl EisodosRoot {
     /// The current balancer, for a new stream.
@@ -135,7 +141,10 @@ impl EisodosRoot {
         }
         let gauges = self.in_flight_gauges.borrow().clone();
         if let Some(gauges) = gauges {
-            gauges.record(&balancer.in_flight(&HostStore));
+            if now.saturating_sub(self.gauges_ms.get()) >= GAUGE_PERIOD_MS {
+                self.gauges_ms.set(now);
+                gauges.record(&balancer.in_flight(&HostStore));
+            }
         }
     }
 }
