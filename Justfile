@@ -66,7 +66,7 @@ validate: build
 # Everything CI runs: lint, validate, test.
 ci: lint validate test
 
-# Benchmark eisodos against Envoy's native load balancing (about 10 minutes; writes bench/results/latest.*). `just bench --quick` for a short run.
+# Benchmark eisodos against Envoy's native load balancing (about 30 minutes with valgrind installed; writes bench/results/latest.*). `just bench --quick` for a short run, `just bench --only SECTION` for one section.
 bench *ARGS: build
     cargo build --release --target wasm32-wasip1 -p eisodos-empty-filter
     cargo build --release --target wasm32-wasip1 -p eisodos-raw-floor --features stream-end

@@ -47,6 +47,8 @@ struct Options {
     only: Option<String>,
     /// Instruction-count variants to keep (by name), besides the references.
     filter: Option<String>,
+    /// A smoke run: one short round, no instruction counts.
+    quick: bool,
 }
 
 fn options() -> Options {
@@ -56,6 +58,7 @@ fn options() -> Options {
         connections: 16,
         only: None,
         filter: None,
+        quick: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -78,6 +81,7 @@ fn options() -> Options {
             }
             "--filter" => options.filter = args.next(),
             "--quick" => {
+                options.quick = true;
                 options.rounds = 1;
                 options.seconds = 2;
             }
@@ -149,6 +153,10 @@ fn main_variants() -> Vec<Variant> {
         Variant {
             name: "eisodos round_robin",
             routing: eisodos(json!({"policy": "round_robin"})),
+        },
+        Variant {
+            name: "eisodos round_robin, ticket_batch 16",
+            routing: eisodos(json!({"policy": "round_robin", "round_robin": {"ticket_batch": 16}})),
         },
         Variant {
             name: "eisodos least_request",
@@ -252,6 +260,12 @@ fn balance_variants() -> Vec<Variant> {
         Variant {
             name: "eisodos least_request",
             routing: eisodos(json!({"policy": "least_request"})),
+        },
+        Variant {
+            name: "eisodos least_request, all compared",
+            routing: eisodos(
+                json!({"policy": "least_request", "least_request": {"choice_count": 3}}),
+            ),
         },
     ]
 }
@@ -362,7 +376,9 @@ fn main() {
         &options,
         &work,
     );
-    let instructions = if valgrind_installed() {
+    let instructions = if options.quick {
+        Vec::new()
+    } else if valgrind_installed() {
         instructions::count_all(
             &instruction_variants(options.filter.as_deref()),
             &ports,
