@@ -127,8 +127,10 @@ pub extern "C" fn proxy_on_http_call_response(
 }
 
 /// The request headers: choose the backend. Returns the ABI's action (0 continue, 1 pause).
+/// Flags arrive as `u32`, not `bool`: a host value other than 0 or 1 must not be undefined
+/// behaviour.
 #[no_mangle]
-pub extern "C" fn proxy_on_request_headers(id: u32, _headers: usize, _end_of_stream: bool) -> u32 {
+pub extern "C" fn proxy_on_request_headers(id: u32, _headers: usize, _end_of_stream: u32) -> u32 {
     let stream = STREAMS.with(|streams| streams.borrow().get(&id).cloned());
     let Some(mut stream) = stream else {
         return abi::CONTINUE;

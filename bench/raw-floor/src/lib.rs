@@ -56,7 +56,7 @@ pub extern "C" fn proxy_on_context_create(_id: u32, _parent: u32) {}
 
 /// Routes every request to `backend_a`; continues.
 #[no_mangle]
-pub extern "C" fn proxy_on_request_headers(_id: u32, _headers: usize, _end: bool) -> u32 {
+pub extern "C" fn proxy_on_request_headers(_id: u32, _headers: usize, _end: u32) -> u32 {
     let (name, value) = (b"x-eisodos-cluster", b"backend_a");
     // SAFETY: pointers and lengths of static byte strings. A failure leaves the request to the
     // catch-all route, which the benchmark would count as an error.
