@@ -442,7 +442,7 @@ impl Report {
         let concurrencies = Self::concurrencies(&self.main);
         let rows: Vec<Vec<Row>> = concurrencies.iter().map(|&c| rows(&self.main, c)).collect();
         let variants = rows.first().map_or(0, Vec::len);
-        let (label_w, bar_w, row_h) = (230.0, 420.0, 18.0);
+        let (label_w, bar_w, row_h) = (260.0, 420.0, 18.0);
         let height =
             60.0 + variants as f64 * row_h * concurrencies.len() as f64 + variants as f64 * 8.0;
         let mut svg = format!(
