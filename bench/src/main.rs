@@ -267,6 +267,12 @@ fn balance_variants() -> Vec<Variant> {
                 json!({"policy": "least_request", "least_request": {"choice_count": 3}}),
             ),
         },
+        Variant {
+            name: "eisodos least_request, latency-weighted",
+            routing: eisodos(
+                json!({"policy": "least_request", "least_request": {"latency_decay_ms": 10000}}),
+            ),
+        },
     ]
 }
 

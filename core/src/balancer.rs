@@ -24,7 +24,7 @@ use crate::health::{HealthRecord, HealthStore, Mode, Selection};
 use crate::inflight::{Commit, InflightTable, Snapshot};
 use crate::json_out::JsonWriter;
 use crate::policy::round_robin::RotationError;
-use crate::policy::{Ketama, LeastRequest};
+use crate::policy::{Ketama, LeastRequest, PeakEwma};
 use crate::request_key::{self, RequestView};
 use crate::store::{SetError, SharedStore};
 use crate::ticket::{Ticket, TicketCounter};
@@ -136,6 +136,8 @@ pub struct Balancer {
     tickets: TicketCounter,
     /// In-flight counts, for least-request and bounded-load hashing.
     inflight: Option<InflightTable>,
+    /// This worker's latency estimates, for least-request with `latency_decay_ms`.
+    latency: Option<PeakEwma>,
     health: Option<Health>,
     selection: RefCell<Rc<Selection>>,
     rng: RefCell<Rng>,
@@ -220,6 +222,10 @@ impl Balancer {
                 config.round_robin.ticket_batch,
             ),
             inflight,
+            latency: (config.policy == Policy::LeastRequest)
+                .then_some(config.least_request.latency_decay_ms)
+                .flatten()
+                .map(|decay_ms| PeakEwma::new(config.backends.len(), decay_ms)),
             health,
             selection: RefCell::new(Rc::new(selection)),
             rng: RefCell::new(rng),
@@ -325,9 +331,16 @@ impl Balancer {
             }
             Selector::LeastRequest(least) => {
                 let mut rng = self.rng.borrow_mut();
+                let population = &selection.population;
                 let picked = self.inflight.as_ref().and_then(|table| {
-                    table.acquire(store, |counts| {
-                        least.pick(&selection.population, |i| counts.get(i), &mut rng)
+                    table.acquire(store, |counts| match &self.latency {
+                        None => least.pick(population, |i| counts.get(i), &mut rng),
+                        Some(latency) => least.pick_by_latency(
+                            population,
+                            |i| counts.get(i),
+                            |i| latency.latency(i),
+                            &mut rng,
+                        ),
                     })
                 });
                 match picked {
@@ -399,6 +412,19 @@ impl Balancer {
     pub fn retire(&self, store: &dyn SharedStore) {
         if let Some(table) = &self.inflight {
             table.retire(store);
+        }
+    }
+
+    /// Whether [`Self::observe_latency`] wants each request's latency (least-request with
+    /// `latency_decay_ms`): the filter then reads the clock when a request starts and ends.
+    pub fn wants_latency(&self) -> bool {
+        self.latency.is_some()
+    }
+
+    /// A request to `index` took `latency_us`, ending at `end_us` (µs since the epoch).
+    pub fn observe_latency(&self, index: usize, latency_us: u64, end_us: u64) {
+        if let Some(latency) = &self.latency {
+            latency.observe(index, latency_us, end_us);
         }
     }
 
@@ -1054,6 +1080,37 @@ mod tests {
             );
             balancer.release(&store, choice.index);
         }
+    }
+
+    #[test]
+    fn latency_weighted_least_request_starves_a_slow_backend_until_it_decays() {
+        let store = MemoryStore::new();
+        let balancer = balancer(&with_policy(
+            r#""policy": "least_request", "least_request": {"choice_count": 3, "latency_decay_ms": 1000}"#,
+        ));
+        assert!(balancer.wants_latency());
+        balancer.create_shared_keys(&store).unwrap();
+        let latency_us = |index: usize| if index == 2 { 20_000 } else { 1_000 };
+        let now_us = Cell::new(1_000_000);
+        let serve = |n: usize, counts: &mut [u32; 3]| {
+            for _ in 0..n {
+                let choice = route(balancer.choose(&store, &Request::default()));
+                counts[choice.index] += 1;
+                now_us.set(now_us.get() + 100);
+                let took = latency_us(choice.index);
+                balancer.observe_latency(choice.index, took, now_us.get() + took);
+                balancer.release(&store, choice.index);
+            }
+        };
+        let mut counts = [0; 3];
+        serve(1000, &mut counts);
+        // Unknown backends are tried first; after one slow answer the slow one waits until
+        // its estimate decays below a fast one's (20 ms → 1 ms: ln 20 ≈ 3 decay times).
+        assert!(counts[2] <= 2, "{counts:?}");
+        let mut later = [0; 3];
+        now_us.set(now_us.get() + 3_500_000);
+        serve(10, &mut later);
+        assert!(later[2] >= 1, "tried again once it decayed: {later:?}");
     }
 
     #[test]

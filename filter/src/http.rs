@@ -22,6 +22,8 @@ pub struct EisodosHttp {
     routed: Option<usize>,
     /// Whether it holds an in-flight count there.
     counted: bool,
+    /// When the request reached the filter (µs), if the balancer weighs latency.
+    started_us: Option<u64>,
 }
 
 impl EisodosHttp {
@@ -31,6 +33,7 @@ impl EisodosHttp {
             balancer,
             routed: None,
             counted: false,
+            started_us: None,
         }
     }
 
@@ -46,6 +49,9 @@ impl EisodosHttp {
                 ("cache-control", "no-store"),
             ];
             return reply(200, &headers, &body);
+        }
+        if balancer.wants_latency() {
+            self.started_us = host::now_us();
         }
         match balancer.choose(&HostStore, &HostRequest) {
             Decision::Route(choice) => {
@@ -92,6 +98,9 @@ impl EisodosHttp {
         };
         if self.counted {
             balancer.release(&HostStore, index);
+        }
+        if let (Some(started), Some(ended)) = (self.started_us, host::now_us()) {
+            balancer.observe_latency(index, ended.saturating_sub(started), ended);
         }
         if balancer.wants_reports() {
             // 0: no response was sent (the client went away first): says nothing of the backend.

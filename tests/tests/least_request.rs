@@ -1,5 +1,6 @@
-//! Least request against real Envoy: a slow upstream gets few requests under concurrent load,
-//! and the in-flight counts go back to zero however streams end.
+//! Least request against real Envoy: a slow upstream gets few requests under concurrent load
+//! (fewer still with latency weighting), and the in-flight counts go back to zero however
+//! streams end.
 
 use std::time::{Duration, Instant};
 
@@ -9,6 +10,10 @@ use eisodos_tests::{client, raw};
 
 const LEAST_REQUEST: &str = r#"{"policy": "least_request", "backends": [
     {"cluster": "fast_a"}, {"cluster": "fast_b"}, {"cluster": "slow"}]}"#;
+
+const LATENCY_WEIGHTED: &str = r#"{"policy": "least_request",
+    "least_request": {"latency_decay_ms": 10000},
+    "backends": [{"cluster": "fast_a"}, {"cluster": "fast_b"}, {"cluster": "slow"}]}"#;
 
 /// `threads` clients, each sending `per_thread` requests back to back.
 fn load(envoy: &Envoy, threads: usize, per_thread: usize) {
@@ -59,8 +64,9 @@ fn wait_for_gauges(envoy: &Envoy, clusters: &[&str], expected: &[u64]) {
     }
 }
 
-#[test]
-fn a_slow_upstream_gets_few_requests_under_concurrent_load() {
+/// Two fast upstreams and one 50 ms slower under 16 concurrent clients (2400 requests) with
+/// `plugin_config`: the hits per upstream, once the in-flight gauges are back to zero.
+fn split_with_a_slow_upstream(plugin_config: &str) -> [u64; 3] {
     let fast_a = Upstream::builder("fast_a").start();
     let fast_b = Upstream::builder("fast_b").start();
     let slow = Upstream::builder("slow")
@@ -68,24 +74,45 @@ fn a_slow_upstream_gets_few_requests_under_concurrent_load() {
         .start();
     let envoy = Envoy::builder()
         .upstreams([&fast_a, &fast_b, &slow])
-        .plugin_config(LEAST_REQUEST)
+        .plugin_config(plugin_config)
         .concurrency(2)
         .start();
 
     load(&envoy, 16, 150);
 
     let hits = [fast_a.hits(), fast_b.hits(), slow.hits()];
-    let total: u64 = hits.iter().sum();
-    let slow_share = hits[2] as f64 / total as f64;
-    eprintln!(
-        "least_request split fast_a/fast_b/slow: {hits:?}, slow share {:.2}%",
-        slow_share * 100.0
-    );
-    assert_eq!(total, 16 * 150);
-    // Round-robin would send it 33%, Envoy's LEAST_REQUEST (draws with replacement) 11.1%.
-    assert!(slow_share < 0.08, "slow upstream got {hits:?}");
-    assert!(hits[0] > total / 4 && hits[1] > total / 4, "{hits:?}");
+    assert_eq!(hits.iter().sum::<u64>(), 16 * 150);
+    assert!(hits[0] > 600 && hits[1] > 600, "{hits:?}");
     wait_for_gauges(&envoy, &["fast_a", "fast_b", "slow"], &[0, 0, 0]);
+    hits
+}
+
+fn share(hits: [u64; 3]) -> f64 {
+    hits[2] as f64 / hits.iter().sum::<u64>() as f64
+}
+
+#[test]
+fn a_slow_upstream_gets_few_requests_under_concurrent_load() {
+    let hits = split_with_a_slow_upstream(LEAST_REQUEST);
+    eprintln!(
+        "least_request fast_a/fast_b/slow: {hits:?}, slow {:.2}%",
+        share(hits) * 100.0
+    );
+    // Round-robin would send it 33%, Envoy's LEAST_REQUEST (draws with replacement) 11.1%.
+    assert!(share(hits) < 0.08, "slow upstream got {hits:?}");
+}
+
+/// Weighted by latency, the slow upstream gets what its speed earns: a first request, and
+/// another whenever its estimate has decayed (10 s here, longer than the test), so almost none.
+#[test]
+fn weighted_by_latency_a_slow_upstream_gets_almost_nothing() {
+    let hits = split_with_a_slow_upstream(LATENCY_WEIGHTED);
+    eprintln!(
+        "latency-weighted fast_a/fast_b/slow: {hits:?}, slow {:.2}%",
+        share(hits) * 100.0
+    );
+    // Plain least-request measures 2.6-2.9% here.
+    assert!(share(hits) < 0.01, "slow upstream got {hits:?}");
 }
 
 #[test]

@@ -26,6 +26,10 @@ pub const MAX_WEIGHT: u32 = 1000;
 pub const MAX_NAME_LEN: usize = 256;
 /// Most round-robin tickets a worker claims at once.
 pub const MAX_TICKET_BATCH: u32 = 1024;
+/// Shortest and longest `least_request.latency_decay_ms`.
+pub const MIN_LATENCY_DECAY_MS: u32 = 100;
+/// See [`MIN_LATENCY_DECAY_MS`].
+pub const MAX_LATENCY_DECAY_MS: u32 = 600_000;
 /// Most distinct candidates least-request compares.
 pub const MAX_CHOICE_COUNT: u32 = 100;
 /// Most `hash_key` sources.
@@ -149,6 +153,9 @@ pub struct LeastRequestConfig {
     pub choice_count: u32,
     /// With unequal weights, a backend's share is `weight / (active + 1) ^ bias`.
     pub active_request_bias: f64,
+    /// When set, candidates are compared by `latency × (active + 1) / weight`, the latency a
+    /// peak EWMA decaying with this time constant (ms).
+    pub latency_decay_ms: Option<u32>,
 }
 
 impl Default for LeastRequestConfig {
@@ -156,6 +163,7 @@ impl Default for LeastRequestConfig {
         Self {
             choice_count: 2,
             active_request_bias: 1.0,
+            latency_decay_ms: None,
         }
     }
 }
@@ -243,6 +251,7 @@ struct RawConfig {
 struct RawLeastRequest {
     choice_count: Option<u32>,
     active_request_bias: Option<f64>,
+    latency_decay_ms: Option<u32>,
 }
 
 struct RawIpHash {
@@ -328,14 +337,17 @@ impl RawConfig {
             Some(section) => Some(section.u32("ticket_batch")?),
             None => None,
         };
-        let least_request =
-            match top.object("least_request", &["choice_count", "active_request_bias"])? {
-                Some(section) => Some(RawLeastRequest {
-                    choice_count: section.u32("choice_count")?,
-                    active_request_bias: section.f64("active_request_bias")?,
-                }),
-                None => None,
-            };
+        let least_request = match top.object(
+            "least_request",
+            &["choice_count", "active_request_bias", "latency_decay_ms"],
+        )? {
+            Some(section) => Some(RawLeastRequest {
+                choice_count: section.u32("choice_count")?,
+                active_request_bias: section.f64("active_request_bias")?,
+                latency_decay_ms: section.u32("latency_decay_ms")?,
+            }),
+            None => None,
+        };
         let hash_key = match top.array("hash_key")? {
             Some(items) => {
                 let mut sources = Vec::with_capacity(items.len());
@@ -632,9 +644,20 @@ impl RawLeastRequest {
                 "must be between 0.0 and 10.0",
             ));
         }
+        if let Some(decay) = self.latency_decay_ms {
+            if !(MIN_LATENCY_DECAY_MS..=MAX_LATENCY_DECAY_MS).contains(&decay) {
+                return Err(ConfigError::new(
+                    "least_request.latency_decay_ms",
+                    format!(
+                        "must be between {MIN_LATENCY_DECAY_MS} and {MAX_LATENCY_DECAY_MS}, got {decay}"
+                    ),
+                ));
+            }
+        }
         Ok(LeastRequestConfig {
             choice_count,
             active_request_bias,
+            latency_decay_ms: self.latency_decay_ms,
         })
     }
 }
@@ -922,14 +945,15 @@ mod tests {
     #[test]
     fn every_policy_parses_with_its_section() {
         let config = parse(&format!(
-            r#"{{"policy": "least_request", "least_request": {{"choice_count": 3, "active_request_bias": 0.5}}, {A}}}"#
+            r#"{{"policy": "least_request", "least_request": {{"choice_count": 3, "active_request_bias": 0.5, "latency_decay_ms": 10000}}, {A}}}"#
         ))
         .unwrap();
         assert_eq!(
             config.least_request,
             LeastRequestConfig {
                 choice_count: 3,
-                active_request_bias: 0.5
+                active_request_bias: 0.5,
+                latency_decay_ms: Some(10_000),
             }
         );
         let config = parse(&format!(
@@ -1042,6 +1066,14 @@ mod tests {
             (
                 r#""policy": "least_request", "least_request": {"choice_count": 101}"#,
                 "least_request.choice_count",
+            ),
+            (
+                r#""policy": "least_request", "least_request": {"latency_decay_ms": 99}"#,
+                "least_request.latency_decay_ms",
+            ),
+            (
+                r#""policy": "least_request", "least_request": {"latency_decay_ms": 600001}"#,
+                "least_request.latency_decay_ms",
             ),
             (
                 r#""policy": "least_request", "least_request": {"active_request_bias": -0.1}"#,

@@ -40,15 +40,39 @@ impl LeastRequest {
         rng: &mut Rng,
     ) -> Option<usize> {
         match &self.weights {
-            None => self.least_of_distinct(population, active, rng),
+            None => self.least_of_distinct(population, |i| f64::from(active(i)), rng),
             Some(weights) => self.weighted(population, weights, active, rng),
         }
     }
 
-    fn least_of_distinct(
+    /// Picks the lowest `latency × (in flight + 1) / weight` among `choice_count` distinct
+    /// candidates (`latency` by backend index, from [`super::PeakEwma`]). A backend with no
+    /// latency yet is tried while nothing is in flight on it (cost 0) and shunned while its
+    /// first request is (cost infinite), as Finagle does: one request finds out how fast it is.
+    pub fn pick_by_latency(
         &self,
         population: &[usize],
         active: impl Fn(usize) -> u32,
+        latency: impl Fn(usize) -> Option<f64>,
+        rng: &mut Rng,
+    ) -> Option<usize> {
+        let weight = |i: usize| match &self.weights {
+            Some(weights) => weights.get(i).copied().unwrap_or(1.0),
+            None => 1.0,
+        };
+        let cost = |i: usize| match (latency(i), active(i)) {
+            (Some(latency), active) => latency * (f64::from(active) + 1.0) / weight(i),
+            (None, 0) => 0.0,
+            (None, _) => f64::INFINITY,
+        };
+        self.least_of_distinct(population, cost, rng)
+    }
+
+    /// The lowest `score` among `choice_count` distinct random candidates, ties at random.
+    fn least_of_distinct(
+        &self,
+        population: &[usize],
+        score: impl Fn(usize) -> f64,
         rng: &mut Rng,
     ) -> Option<usize> {
         let m = population.len();
@@ -68,11 +92,11 @@ impl LeastRequest {
                 count += 1;
             }
         }
-        let mut best: Option<(usize, u32)> = None;
+        let mut best: Option<(usize, f64)> = None;
         let mut ties = 0_u32;
         for &position in drawn.get(..count)? {
             let index = *population.get(position)?;
-            let load = active(index);
+            let load = score(index);
             match best {
                 Some((_, best_load)) if load > best_load => {}
                 Some((_, best_load)) if load == best_load => {
@@ -148,6 +172,61 @@ mod tests {
     }
 
     #[test]
+    fn weighted_by_latency_a_slow_backend_waits_for_far_more_load_elsewhere() {
+        // 20 ms against 1 ms: the slow one idle costs 20, a fast one with n in flight n + 1.
+        let policy = equal(3, 3);
+        let mut rng = Rng::with_seed(5);
+        let latencies = [Some(1_000.0), Some(1_000.0), Some(20_000.0)];
+        let pick = |active: [u32; 3], rng: &mut Rng| {
+            policy.pick_by_latency(&[0, 1, 2], |i| active[i], |i| latencies[i], rng)
+        };
+        assert_ne!(pick([10, 12, 0], &mut rng), Some(2), "11 ms beats 20 ms");
+        assert_eq!(pick([25, 30, 0], &mut rng), Some(2), "26 ms does not");
+        // Plain least-request would send the idle slow backend this request.
+        assert_eq!(
+            policy.pick(&[0, 1, 2], |i| [10, 12, 0][i], &mut rng),
+            Some(2)
+        );
+    }
+
+    #[test]
+    fn an_unmeasured_backend_gets_one_request_until_it_answers() {
+        let policy = equal(3, 3);
+        let mut rng = Rng::with_seed(8);
+        let latencies = [Some(1_000.0), Some(1_000.0), None];
+        let pick = |active: [u32; 3], rng: &mut Rng| {
+            policy.pick_by_latency(&[0, 1, 2], |i| active[i], |i| latencies[i], rng)
+        };
+        assert_eq!(
+            pick([3, 4, 0], &mut rng),
+            Some(2),
+            "idle and unknown: try it"
+        );
+        assert_ne!(
+            pick([30, 40, 1], &mut rng),
+            Some(2),
+            "its first request is out"
+        );
+    }
+
+    #[test]
+    fn latency_and_weight_both_count() {
+        let policy = LeastRequest::new(&[4, 1], LeastRequestConfig::default());
+        let mut rng = Rng::with_seed(6);
+        // Same latency: weight 4 with 4 in flight costs 5/4, weight 1 idle 1/1: the idle one.
+        // With 2 in flight, 3/4 < 1: the heavy one.
+        let latencies = [Some(1_000.0), Some(1_000.0)];
+        assert_eq!(
+            policy.pick_by_latency(&[0, 1], |i| [4, 0][i], |i| latencies[i], &mut rng),
+            Some(1)
+        );
+        assert_eq!(
+            policy.pick_by_latency(&[0, 1], |i| [2, 0][i], |i| latencies[i], &mut rng),
+            Some(0)
+        );
+    }
+
+    #[test]
     fn candidates_are_distinct_and_uniform() {
         // With everything idle, each of 4 backends wins about a quarter.
         let policy = equal(4, 2);
@@ -213,6 +292,7 @@ mod tests {
             LeastRequestConfig {
                 choice_count: 2,
                 active_request_bias: 0.0,
+                latency_decay_ms: None,
             },
         );
         let mut rng = Rng::with_seed(13);
