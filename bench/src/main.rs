@@ -163,6 +163,12 @@ fn main_variants() -> Vec<Variant> {
             routing: eisodos(json!({"policy": "least_request"})),
         },
         Variant {
+            name: "eisodos least_request, latency-weighted",
+            routing: eisodos(
+                json!({"policy": "least_request", "least_request": {"latency_decay_ms": 10000}}),
+            ),
+        },
+        Variant {
             name: "eisodos consistent_hash",
             routing: eisodos(
                 json!({"policy": "consistent_hash", "hash_key": [{"header": "x-user-id"}]}),
