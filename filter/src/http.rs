@@ -99,8 +99,11 @@ impl EisodosHttp {
         if self.counted {
             balancer.release(&HostStore, index);
         }
-        if let (Some(started), Some(ended)) = (self.started_us, host::now_us()) {
-            balancer.observe_latency(index, ended.saturating_sub(started), ended);
+        // The clock is read only when latency is wanted: a host call costs even when unused.
+        if let Some(started) = self.started_us {
+            if let Some(ended) = host::now_us() {
+                balancer.observe_latency(index, ended.saturating_sub(started), ended);
+            }
         }
         if balancer.wants_reports() {
             // 0: no response was sent (the client went away first): says nothing of the backend.
