@@ -8,9 +8,9 @@
 //! Usage: `eisodos-bench [--rounds N] [--seconds S] [--connections C] [--quick]
 //! [--only overhead|scale|balance|instructions] [--filter TEXT]`, or `eisodos-bench --from-json`
 //! to redo the markdown and plot from `bench/results/latest.json`. `--only` runs one section
-//! and prints its lines without writing the report (`--only instructions` writes
-//! `bench/results/instructions.md`); `--filter` keeps the instruction-count variants whose name
-//! contains TEXT (and the two references). The instruction section runs when valgrind is
+//! and prints its lines (and, for `instructions`, its table) without writing the report;
+//! `--filter` keeps the instruction-count variants whose name contains TEXT (and the
+//! references). The instruction section runs when valgrind is
 //! installed (see `instructions.rs`).
 
 mod configs;
@@ -468,10 +468,7 @@ fn run_only(section: &str, options: &Options, work: &Path) {
             &ports,
             work,
         );
-        let markdown = report::instructions_markdown(&counts, None);
-        let path = paths::repo_root().join("bench/results/instructions.md");
-        std::fs::write(&path, &markdown).expect("write instructions.md");
-        println!("{markdown}");
+        println!("{}", report::instructions_markdown(&counts, None));
         return;
     }
     let (variants, concurrencies): (Vec<Variant>, &[usize]) = match section {
