@@ -176,7 +176,8 @@ impl Balancer {
                 config.backends.len(),
             )
         });
-        let tick_period_ms = tick_period_ms(&config, counts_in_flight);
+        let health_tick_ms = health_tick_ms(&config);
+        let tick_period_ms = tick_period_ms(health_tick_ms, counts_in_flight);
         let mut rng = Rng::with_seed(seed);
         let vm_id = rng.u64(1..);
         let health =
@@ -195,7 +196,7 @@ impl Balancer {
                         Lease::new(
                             format!("eisodos.{namespace}.probe_lease.{fingerprint}"),
                             vm_id,
-                            health_tick_ms(&config) * 5 / 2,
+                            health_tick_ms * 5 / 2,
                         ),
                     )
                 });
@@ -208,7 +209,7 @@ impl Balancer {
                     prober,
                     seen_version: Cell::new(None),
                     next_due_ms: Cell::new(0),
-                    period_ms: health_tick_ms(&config),
+                    period_ms: health_tick_ms,
                 }
             });
         let initial_record = health.as_ref().map(|h| h.record.borrow().clone());
@@ -764,8 +765,8 @@ fn health_tick_ms(config: &Config) -> u64 {
 
 /// The worker's tick period (0: no tick): health's, or [`RELEASE_FLUSH_MS`] when requests
 /// hold in-flight counts, whichever is shorter.
-fn tick_period_ms(config: &Config, counts_in_flight: bool) -> u64 {
-    match (health_tick_ms(config), counts_in_flight) {
+fn tick_period_ms(health_tick_ms: u64, counts_in_flight: bool) -> u64 {
+    match (health_tick_ms, counts_in_flight) {
         (health, true) if health > 0 => health.min(RELEASE_FLUSH_MS),
         (_, true) => RELEASE_FLUSH_MS,
         (health, false) => health,

@@ -12,7 +12,7 @@
 //! Latency is kept per worker, from the requests that worker sent: no shared data (it is a
 //! property of the backend, which every worker observes alike).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 /// One backend's estimate.
 #[derive(Debug, Clone, Copy, Default)]
@@ -31,7 +31,7 @@ pub struct PeakEwma {
     decay_us: f64,
     estimates: RefCell<Vec<Estimate>>,
     /// The latest time seen (a response's end): the decay clock of every estimate.
-    now_us: RefCell<u64>,
+    now_us: Cell<u64>,
 }
 
 impl PeakEwma {
@@ -40,14 +40,13 @@ impl PeakEwma {
         Self {
             decay_us: f64::from(decay_ms.max(1)) * 1000.0,
             estimates: RefCell::new(vec![Estimate::default(); backends]),
-            now_us: RefCell::new(0),
+            now_us: Cell::new(0),
         }
     }
 
     /// A response from `index` that took `latency_us`, ending at `end_us`.
     pub fn observe(&self, index: usize, latency_us: u64, end_us: u64) {
-        let mut now = self.now_us.borrow_mut();
-        *now = (*now).max(end_us);
+        self.now_us.set(self.now_us.get().max(end_us));
         let mut estimates = self.estimates.borrow_mut();
         let Some(estimate) = estimates.get_mut(index) else {
             return;
@@ -67,7 +66,7 @@ impl PeakEwma {
     /// Backend `index`'s latency now (decayed since its last response), µs, at least 1 (a
     /// cost of 0 would make load irrelevant); `None` before its first response.
     pub fn latency(&self, index: usize) -> Option<f64> {
-        let now = *self.now_us.borrow();
+        let now = self.now_us.get();
         let estimate = *self.estimates.borrow().get(index)?;
         estimate
             .measured
