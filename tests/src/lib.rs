@@ -14,8 +14,10 @@
 
 pub mod client;
 pub mod envoy;
+pub mod exclusive;
 pub mod load;
 pub mod paths;
 pub mod ports;
 pub mod raw;
 pub mod upstream;
+pub mod wait;

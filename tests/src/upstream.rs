@@ -6,7 +6,9 @@
 //! request, or empty>`. Two request-driven behaviours let a test shape one request: a
 //! header `x-delay-ms: N` delays that answer by N ms (on top of the configured delay), and a
 //! path starting with `/reset` gets its connection closed without an answer (an upstream
-//! reset, as Envoy sees it).
+//! reset, as Envoy sees it). A path starting with `/hold` is held until the test calls
+//! [`Upstream::release_held`]: a request that is certainly in flight while the test looks,
+//! however slow the machine, instead of a delay and the hope that it is long enough.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -48,6 +50,10 @@ struct Shared {
     hits: AtomicU64,
     hits_by_path: Mutex<HashMap<String, u64>>,
     errors: Mutex<Vec<String>>,
+    /// Requests waiting on the gate now.
+    held: AtomicU64,
+    /// `true` once the test released the held requests.
+    gate: tokio::sync::watch::Sender<bool>,
 }
 
 impl Shared {
@@ -120,6 +126,8 @@ impl UpstreamBuilder {
             hits: AtomicU64::new(0),
             hits_by_path: Mutex::new(HashMap::new()),
             errors: Mutex::new(Vec::new()),
+            held: AtomicU64::new(0),
+            gate: tokio::sync::watch::Sender::new(false),
         });
         let rt = runtime();
         let listener = {
@@ -221,6 +229,16 @@ impl Upstream {
             .store(duration_ms(delay), Ordering::SeqCst);
     }
 
+    /// Requests under [`HOLD_PATH`] waiting to be released now.
+    pub fn held(&self) -> u64 {
+        self.shared.held.load(Ordering::SeqCst)
+    }
+
+    /// Answers every held request, and every later one under [`HOLD_PATH`] at once.
+    pub fn release_held(&self) {
+        self.shared.gate.send_replace(true);
+    }
+
     /// Server-side errors seen so far (accept failures, broken connections, bad statuses).
     /// A healthy test expects this to be empty.
     pub fn errors(&self) -> Vec<String> {
@@ -307,6 +325,9 @@ pub const PROBE_PATH: &str = "/healthz";
 /// Path prefix that makes the upstream reset the connection.
 pub const RESET_PATH: &str = "/reset";
 
+/// Path prefix whose requests wait for [`Upstream::release_held`] before the answer.
+pub const HOLD_PATH: &str = "/hold";
+
 async fn handle(
     shared: Arc<Shared>,
     req: Request<Incoming>,
@@ -334,6 +355,13 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0);
+    if req.uri().path().starts_with(HOLD_PATH) {
+        let mut gate = shared.gate.subscribe();
+        shared.held.fetch_add(1, Ordering::SeqCst);
+        // The sender lives in `shared`, which this task holds: the wait ends only on release.
+        let _ = gate.wait_for(|open| *open).await;
+        shared.held.fetch_sub(1, Ordering::SeqCst);
+    }
     let delay = shared.delay_ms.load(Ordering::SeqCst) + extra_delay;
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
