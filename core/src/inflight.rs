@@ -407,6 +407,18 @@ mod tests {
         assert_eq!(table.counts(&store), [1, 0]);
     }
 
+    #[test]
+    fn a_short_record_reads_as_zeros_past_its_end_and_is_completed() {
+        let store = MemoryStore::new();
+        store
+            .set("eisodos.test.inflight", &2_u32.to_le_bytes(), None)
+            .unwrap();
+        let table = table(&store);
+        table.acquire(&store, |_| Some(2));
+        assert_eq!(table.counts(&store), [2, 0, 1]);
+        assert_eq!(store.value(table.key()).unwrap().len(), 12);
+    }
+
     /// Threads acquiring and releasing on one store end at zero, with debt flushed.
     #[cfg(not(target_family = "wasm"))]
     #[test]
