@@ -6,7 +6,8 @@
 //! reconfiguration that changes the list starts a new record while requests admitted under the
 //! old one still release into the old one.
 //!
-//! Envoy has no atomic add, so every change is a read-modify-CAS loop with bounded attempts.
+//! Envoy has no atomic add, so every change is a read-modify-CAS loop with bounded attempts
+//! ([`cas::cas_update`]).
 //! A change that is not written yet is kept as this VM's *debt* and folded into its next
 //! successful write (a later pick, or the periodic [`InflightTable::flush`]). Releases go
 //! there on purpose: a release is a one-slot change that can wait a moment, so folding it
@@ -20,10 +21,8 @@
 
 use std::cell::{Cell, RefCell};
 
+use crate::cas::{self, Updated};
 use crate::store::{SetError, SharedStore};
-
-/// Read-modify-CAS attempts before a change becomes debt.
-pub const MAX_CAS_ATTEMPTS: u32 = 16;
 
 /// The counts one pick sees: the shared record with this VM's unwritten changes applied.
 pub struct Snapshot<'a> {
@@ -93,11 +92,7 @@ impl InflightTable {
 
     /// Creates the record (all zero) unless it exists.
     pub fn ensure_created(&self, store: &dyn SharedStore) -> Result<(), SetError> {
-        match store.get(&self.key) {
-            Ok(Some(_)) => Ok(()),
-            Ok(None) => store.set(&self.key, &vec![0; self.backends * 4], None),
-            Err(err) => Err(SetError::Host(err.0)),
-        }
+        cas::create_if_missing(store, &self.key, &vec![0; self.backends * 4]).map(|_| ())
     }
 
     /// Reads the counts, lets `choose` pick a backend from them, and counts one more request
@@ -149,7 +144,8 @@ impl InflightTable {
         self.update(store, |_| Some((0, 0)))
     }
 
-    /// This VM's outstanding debt per backend (for status and tests).
+    /// This VM's outstanding debt per backend.
+    #[cfg(test)]
     pub fn debt(&self) -> Vec<i64> {
         let mut dense = vec![0; self.backends];
         for &(index, owed) in self.debt.borrow().iter() {
@@ -175,31 +171,26 @@ impl InflightTable {
         store: &dyn SharedStore,
         mut change: impl FnMut(&Snapshot<'_>) -> Option<(usize, i64)>,
     ) -> Commit {
-        for _ in 0..MAX_CAS_ATTEMPTS {
-            let (bytes, cas) = match store.get(&self.key) {
-                Ok(Some((bytes, cas))) => (bytes, Some(cas)),
-                // Only if the record vanished: a write to a missing key always wins.
-                Ok(None) => (Vec::new(), None),
-                Err(_) => return Commit::Deferred,
-            };
-            let picked = change(&Snapshot {
-                bytes: &bytes,
+        let outcome = cas::cas_update(store, &self.key, cas::MAX_ATTEMPTS, |current| {
+            // A missing record (only if it vanished) or a short one reads as zeros; the write
+            // recreates or completes it.
+            let bytes = current.unwrap_or_default();
+            let (index, delta) = change(&Snapshot {
+                bytes,
                 debt: &self.debt.borrow(),
-            });
-            let Some((index, delta)) = picked else {
-                return Commit::Written;
-            };
-            let record = self.apply(&bytes, index, delta);
-            match store.set(&self.key, &record, cas) {
-                Ok(()) => {
-                    self.debt.borrow_mut().clear();
-                    return Commit::Written;
-                }
-                Err(SetError::CasMismatch) => continue,
-                Err(SetError::Host(_)) => return Commit::Deferred,
+            })?;
+            Some(self.apply(bytes, index, delta))
+        });
+        match outcome {
+            Ok(Updated::Written) => {
+                self.debt.borrow_mut().clear();
+                Commit::Written
             }
+            // Nothing to change is nothing left to write.
+            Ok(Updated::Declined) => Commit::Written,
+            // Contention or a host error: the caller keeps the change as debt.
+            Err(_) => Commit::Deferred,
         }
-        Commit::Deferred
     }
 
     /// The record after adding `delta` to `index` and this VM's debt. Counts never go below
@@ -360,13 +351,13 @@ mod tests {
     fn exhausted_attempts_become_debt_and_land_with_the_next_write() {
         let store = MemoryStore::new();
         let table = table(&store);
-        store.interfere_after_get(MAX_CAS_ATTEMPTS, bump);
+        store.interfere_after_get(cas::MAX_ATTEMPTS, bump);
         assert_eq!(
             table.acquire(&store, |_| Some(0)),
             Some((0, Commit::Deferred))
         );
         assert_eq!(table.debt(), [1, 0, 0]);
-        let competitors = MAX_CAS_ATTEMPTS;
+        let competitors = cas::MAX_ATTEMPTS;
         assert_eq!(table.counts(&store), [0, 0, competitors]);
         // The request ends: its release meets its own unpaid acquire.
         table.release(&store, 0);
@@ -379,7 +370,7 @@ mod tests {
     fn flush_pays_the_debt() {
         let store = MemoryStore::new();
         let table = table(&store);
-        store.interfere_after_get(MAX_CAS_ATTEMPTS, |old| old.to_vec());
+        store.interfere_after_get(cas::MAX_ATTEMPTS, |old| old.to_vec());
         table.acquire(&store, |_| Some(1));
         assert_eq!(table.counts(&store), [0, 0, 0]);
         assert_eq!(table.flush(&store), Commit::Written);
@@ -414,6 +405,18 @@ mod tests {
             Some((0, Commit::Written))
         );
         assert_eq!(table.counts(&store), [1, 0]);
+    }
+
+    #[test]
+    fn a_short_record_reads_as_zeros_past_its_end_and_is_completed() {
+        let store = MemoryStore::new();
+        store
+            .set("eisodos.test.inflight", &2_u32.to_le_bytes(), None)
+            .unwrap();
+        let table = table(&store);
+        table.acquire(&store, |_| Some(2));
+        assert_eq!(table.counts(&store), [2, 0, 1]);
+        assert_eq!(store.value(table.key()).unwrap().len(), 12);
     }
 
     /// Threads acquiring and releasing on one store end at zero, with debt flushed.

@@ -6,6 +6,7 @@
 //! [`balancer::Balancer`] once per request.
 
 pub mod balancer;
+pub mod cas;
 pub mod config;
 pub mod health;
 pub mod inflight;

@@ -1,9 +1,9 @@
 //! A counter in shared data that hands out one ticket per request, in one order for every
 //! worker of the process: the backbone of global round-robin.
 //!
-//! Taking a ticket is a read followed by a compare-and-swap write of the next value, retried a
-//! bounded number of times because Envoy has no atomic increment. The value is a little-endian
-//! `u64`; a malformed value counts as 0 and is overwritten.
+//! Taking a ticket is a read followed by a compare-and-swap write of the next value, retried up
+//! to [`cas::MAX_ATTEMPTS`] times because Envoy has no atomic increment. The value is a
+//! little-endian `u64`; a malformed value counts as 0 and is overwritten.
 //!
 //! That round trip is most of what round-robin costs a request in Envoy (a shared-data get
 //! returns its value through an allocation in the VM). A counter with a *batch* of `n` claims
@@ -13,10 +13,8 @@
 
 use std::cell::Cell;
 
+use crate::cas::{self, CasError, Updated};
 use crate::store::{SetError, SharedStore};
-
-/// How many read-then-CAS attempts a request makes before it settles (see [`TicketSource`]).
-pub const MAX_CAS_ATTEMPTS: u32 = 8;
 
 /// Where a ticket came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,11 +76,7 @@ impl TicketCounter {
     /// Creates the key with value 0 unless it exists (configure time, so requests never race to
     /// create it). An existing counter is kept: reconfiguring Envoy does not restart the order.
     pub fn ensure_created(&self, store: &dyn SharedStore) -> Result<(), SetError> {
-        match store.get(&self.key) {
-            Ok(Some(_)) => Ok(()),
-            Ok(None) => store.set(&self.key, &encode(0), None),
-            Err(err) => Err(SetError::Host(err.0)),
-        }
+        cas::create_if_missing(store, &self.key, &encode(0)).map(|_| ())
     }
 
     /// Takes the next ticket: from this VM's claimed batch while it lasts, else from the shared
@@ -96,34 +90,30 @@ impl TicketCounter {
                 source: TicketSource::Claimed,
             };
         }
-        let mut last_seen = None;
-        for _ in 0..MAX_CAS_ATTEMPTS {
-            let current = match store.get(&self.key) {
-                Ok(Some((bytes, cas))) => Some((decode(&bytes), cas)),
-                // Only if the key vanished after configure: writing a missing key always wins.
-                Ok(None) => None,
-                Err(_) => return self.take_local(),
-            };
-            let (value, cas) = current.map_or((0, None), |(value, cas)| (value, Some(cas)));
-            let after = value.wrapping_add(self.batch);
-            match store.set(&self.key, &encode(after), cas) {
-                Ok(()) => {
-                    self.claimed.set((value.wrapping_add(1), after));
-                    return Ticket {
-                        value,
-                        source: TicketSource::Shared,
-                    };
+        // The value read by the latest attempt: the one that wrote, or the last that lost.
+        let mut read = None;
+        let outcome = cas::cas_update(store, &self.key, cas::MAX_ATTEMPTS, |current| {
+            // A missing key (only if it vanished after configure) counts from 0 and is
+            // recreated, like a malformed one.
+            let value = current.map_or(0, decode);
+            read = Some(value);
+            Some(encode(value.wrapping_add(self.batch)))
+        });
+        match (outcome, read) {
+            (Ok(Updated::Written), Some(value)) => {
+                self.claimed
+                    .set((value.wrapping_add(1), value.wrapping_add(self.batch)));
+                Ticket {
+                    value,
+                    source: TicketSource::Shared,
                 }
-                Err(SetError::CasMismatch) => last_seen = Some(value),
-                Err(SetError::Host(_)) => return self.take_local(),
             }
-        }
-        match last_seen {
-            Some(value) => Ticket {
+            (Err(CasError::Exhausted), Some(value)) => Ticket {
                 value,
                 source: TicketSource::Contended,
             },
-            None => self.take_local(),
+            // A host failure (the closure never declines): this VM's own order.
+            _ => self.take_local(),
         }
     }
 
@@ -246,19 +236,19 @@ mod tests {
     fn exhausted_retries_settle_on_the_last_ticket_read() {
         let store = MemoryStore::new();
         let counter = counter(&store);
-        store.interfere_after_get(MAX_CAS_ATTEMPTS, increment);
+        store.interfere_after_get(cas::MAX_ATTEMPTS, increment);
         let ticket = counter.take(&store);
         assert_eq!(
             ticket,
             Ticket {
-                value: u64::from(MAX_CAS_ATTEMPTS) - 1,
+                value: u64::from(cas::MAX_ATTEMPTS) - 1,
                 source: TicketSource::Contended
             }
         );
         // The counter itself only moved by the competitors' writes.
         assert_eq!(
             decode(&store.value(counter.key()).unwrap()),
-            u64::from(MAX_CAS_ATTEMPTS)
+            u64::from(cas::MAX_ATTEMPTS)
         );
         assert_eq!(counter.take(&store).source, TicketSource::Shared);
     }

@@ -3,12 +3,11 @@
 //! One record per backend list (its key carries the list's fingerprint) holding a fixed-size
 //! entry per backend, and beside it a small version key that changes with every write, so a
 //! worker's tick can tell in one 8-byte read whether it must read the record again. Writers
-//! update the record with a compare-and-swap loop and then bump the version.
+//! update the record with a compare-and-swap loop ([`cas::cas_update`]) and then bump the
+//! version; an update that gives up is retried by its caller on the next tick.
 
+use crate::cas::{self, Updated};
 use crate::store::{SetError, SharedStore};
-
-/// Attempts of one read-modify-CAS update before giving up (the caller retries next tick).
-pub const MAX_CAS_ATTEMPTS: u32 = 16;
 
 /// One backend's health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -153,14 +152,10 @@ impl HealthStore {
 
     /// Creates the record in its initial state unless it exists.
     pub fn ensure_created(&self, store: &dyn SharedStore) -> Result<(), SetError> {
-        match store.get(&self.record_key) {
-            Ok(Some(_)) => Ok(()),
-            Ok(None) => {
-                store.set(&self.record_key, &self.initial().encode(), None)?;
-                self.bump_version(store)
-            }
-            Err(err) => Err(SetError::Host(err.0)),
+        if cas::create_if_missing(store, &self.record_key, &self.initial().encode())? {
+            self.bump_version(store)?;
         }
+        Ok(())
     }
 
     /// The version: changes whenever the record does. `None` when unreadable.
@@ -192,29 +187,28 @@ impl HealthStore {
         store: &dyn SharedStore,
         mut change: impl FnMut(&mut HealthRecord) -> bool,
     ) -> Option<HealthRecord> {
-        for _ in 0..MAX_CAS_ATTEMPTS {
-            let (mut record, cas) = match store.get(&self.record_key) {
-                Ok(Some((bytes, cas))) => (
-                    HealthRecord::decode(&bytes, self.backends).unwrap_or_else(|| self.initial()),
-                    Some(cas),
-                ),
-                Ok(None) => (self.initial(), None),
-                Err(_) => return None,
-            };
-            if !change(&mut record) {
+        // The record of the latest attempt, which is the one written if any was.
+        let mut record = None;
+        let outcome = cas::cas_update(store, &self.record_key, cas::MAX_ATTEMPTS, |current| {
+            // Missing or malformed: start again from the initial state, as `read` shows it.
+            let mut next = current
+                .and_then(|bytes| HealthRecord::decode(bytes, self.backends))
+                .unwrap_or_else(|| self.initial());
+            if !change(&mut next) {
                 return None;
             }
-            match store.set(&self.record_key, &record.encode(), cas) {
-                Ok(()) => {
-                    // A lost version write only delays other workers until the next change.
-                    let _ = self.bump_version(store);
-                    return Some(record);
-                }
-                Err(SetError::CasMismatch) => continue,
-                Err(SetError::Host(_)) => return None,
+            let bytes = next.encode();
+            record = Some(next);
+            Some(bytes)
+        });
+        match outcome {
+            Ok(Updated::Written) => {
+                // A lost version write only delays other workers until the next change.
+                let _ = self.bump_version(store);
+                record
             }
+            Ok(Updated::Declined) | Err(_) => None,
         }
-        None
     }
 
     fn bump_version(&self, store: &dyn SharedStore) -> Result<(), SetError> {
@@ -315,8 +309,22 @@ mod tests {
         let store = MemoryStore::new();
         let health = HealthStore::new("k".into(), 1, true);
         health.ensure_created(&store).unwrap();
-        store.interfere_after_get(MAX_CAS_ATTEMPTS, |old| old.to_vec());
+        store.interfere_after_get(cas::MAX_ATTEMPTS, |old| old.to_vec());
         assert_eq!(health.update(&store, |_| true), None);
+    }
+
+    #[test]
+    fn an_update_over_a_malformed_record_starts_from_the_initial_state() {
+        let store = MemoryStore::new();
+        let health = HealthStore::new("k".into(), 2, true);
+        store.set("k", b"junk", None).unwrap();
+        let written = health.update(&store, |record| {
+            assert_eq!(record, &HealthRecord::initial(2, true));
+            record.backends[0].failures = 1;
+            true
+        });
+        assert_eq!(written.as_ref(), Some(&health.read(&store)));
+        assert_eq!(health.read(&store).backends[0].failures, 1);
     }
 
     #[test]
