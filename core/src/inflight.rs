@@ -96,18 +96,27 @@ impl InflightTable {
     }
 
     /// Reads the counts, lets `choose` pick a backend from them, and counts one more request
-    /// on it. `choose` may run several times (once per attempt) and must be cheap. With no
-    /// readable record it sees all zeros.
+    /// on it. `choose` may run several times (once per attempt) and must be cheap. It always
+    /// runs: when the record cannot be read (the host failed the get) it sees this VM's own
+    /// changes over zeros, and the count is kept as debt.
     pub fn acquire(
         &self,
         store: &dyn SharedStore,
         mut choose: impl FnMut(&Snapshot<'_>) -> Option<usize>,
     ) -> Option<(usize, Commit)> {
         let mut chosen = None;
+        let mut ran = false;
         let commit = self.update(store, |snapshot| {
+            ran = true;
             chosen = choose(snapshot);
             chosen.map(|index| (index, 1))
         });
+        if !ran {
+            chosen = choose(&Snapshot {
+                bytes: &[],
+                debt: &self.debt.borrow(),
+            });
+        }
         if let (Some(index), Commit::Deferred) = (chosen, commit) {
             self.owe(index, 1);
         }

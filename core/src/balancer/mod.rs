@@ -1,0 +1,836 @@
+//! The per-request decision: which backend's cluster goes into the cluster header.
+//!
+//! A [`Balancer`] is built once per configuration and asked once per request. A request flows
+//! through stages, each in its own file, each deciding or passing on:
+//! 1. **candidates** (`candidates.rs`): the backends it may go to on this worker now, health's
+//!    [`Selection`] with what the policy lays out over it; none left is a local 503.
+//! 2. **pick** (`policy.rs`): the policy, owning its state, chooses one of them (or refuses a
+//!    request without a hash key).
+//!
+//! Admission rules (deny lists, rate limits) belong before the candidates, affinity (sticky
+//! sessions) between the candidates and the pick, and what must be done with the response after
+//! the pick; each is a stage of its own, not a branch in another.
+//!
+//! What the configuration decides once is the [`plan::Plan`]; health checking is a
+//! [`Monitor`]; this worker's mutable state (its random source and current candidates) is one
+//! value, borrowed once per call. Shared-data cost per request: round-robin one ticket (a get
+//! and a CAS set); least-request and bounded-load hashing one get and one CAS set to pick, with
+//! the releases of earlier requests folded in (a worker gone idle writes them on its tick);
+//! random and plain hashing none; passive health one get and one set when a request fails (or
+//! succeeds after failures).
+
+mod candidates;
+mod plan;
+mod policy;
+mod status;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use fastrand::Rng;
+
+pub use self::plan::RELEASE_FLUSH_MS;
+pub use self::policy::Reason;
+use self::candidates::{Candidates, Refusal};
+use self::plan::Plan;
+use self::policy::{Picked, PolicyState};
+use crate::config::{Config, ConfigError};
+use crate::health::{Change, Mode, Monitor, MonitorKeys, ProbeResult, Selection};
+use crate::inflight::Commit;
+use crate::policy::round_robin::RotationError;
+use crate::request_key::RequestView;
+use crate::store::{SetError, SharedStore};
+
+/// The backend chosen for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Choice<'a> {
+    /// Index of the backend in the configuration.
+    pub index: usize,
+    /// Its cluster name: the value for the cluster header.
+    pub cluster: &'a str,
+    /// Whether an in-flight count was taken, to give back with [`Balancer::release`] when the
+    /// stream ends.
+    pub counted: bool,
+    /// How it was chosen.
+    pub reason: Reason,
+}
+
+/// What to do with a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision<'a> {
+    /// Send it to this backend.
+    Route(Choice<'a>),
+    /// Answer locally: no key where one is required, or no backend healthy.
+    Reject {
+        /// HTTP status.
+        status: u32,
+        /// Response body, one line.
+        body: &'a str,
+        /// Seconds for a `retry-after` header, when worth retrying.
+        retry_after: Option<u32>,
+    },
+}
+
+/// A probe the filter should send now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeRequest<'a> {
+    /// Backend index.
+    pub index: usize,
+    /// The cluster to send it through.
+    pub cluster: &'a str,
+}
+
+/// What one tick did and asks for.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Tick<'a> {
+    /// Probes to send (only on the VM holding the probe lease).
+    pub probes: Vec<ProbeRequest<'a>>,
+    /// Health changes this VM wrote, per backend index.
+    pub changes: Vec<(usize, Change)>,
+    /// The selection mode changed from the first to the second.
+    pub mode_change: Option<(Mode, Mode)>,
+}
+
+/// What a passive health report changed, for the log.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Reported {
+    /// The backend's change (an ejection).
+    pub change: Option<Change>,
+    /// The selection mode changed from the first to the second (this worker stopped sending
+    /// to the ejected backend at once).
+    pub mode_change: Option<(Mode, Mode)>,
+}
+
+/// Body of the local 503 when no backend may take a request.
+pub const ALL_DOWN_BODY: &str = "eisodos: no healthy backend\n";
+
+/// This worker's mutable state under one configuration.
+#[derive(Debug)]
+struct Worker {
+    rng: Rng,
+    candidates: Rc<Candidates>,
+}
+
+/// Everything needed to choose backends under one configuration.
+#[derive(Debug)]
+pub struct Balancer {
+    plan: Plan,
+    policy: PolicyState,
+    monitor: Option<Monitor>,
+    worker: RefCell<Worker>,
+}
+
+impl Balancer {
+    /// Prepares `config` for requests. `namespace` keeps this filter's shared-data keys apart
+    /// from other eisodos filters in the same VM (the plugin name is a good one); `seed` seeds
+    /// this VM's random source and names it in the probe lease.
+    pub fn new(config: Config, namespace: &str, seed: u64) -> Result<Self, ConfigError> {
+        candidates::check_cycles(&config).map_err(rotation_error)?;
+        let plan = Plan::new(config, namespace);
+        let policy = PolicyState::new(&plan);
+        let mut rng = Rng::with_seed(seed);
+        let vm_id = rng.u64(1..);
+        let monitor = Monitor::new(
+            &plan.config,
+            MonitorKeys {
+                record: plan.key("health"),
+                lease: plan.key("probe_lease"),
+            },
+            vm_id,
+            plan.health_period_ms,
+            plan.tick_period_ms,
+        );
+        let selection = match &monitor {
+            Some(monitor) => monitor.selection(),
+            None => Rc::new(Selection::build(&plan.config, None, 0)),
+        };
+        let candidates = Rc::new(Candidates::new(selection, &plan.config, policy.spread()));
+        Ok(Self {
+            plan,
+            policy,
+            monitor,
+            worker: RefCell::new(Worker { rng, candidates }),
+        })
+    }
+
+    /// The validated configuration.
+    pub fn config(&self) -> &Config {
+        &self.plan.config
+    }
+
+    /// The header to write the chosen cluster into.
+    pub fn cluster_header(&self) -> &str {
+        &self.plan.config.cluster_header
+    }
+
+    /// The shared-data keys this balancer uses: a fixed set per configuration, never per
+    /// request.
+    pub fn shared_keys(&self) -> Vec<&str> {
+        let mut keys = self.policy.keys();
+        if let Some(monitor) = &self.monitor {
+            keys.extend(monitor.keys());
+        }
+        keys
+    }
+
+    /// Creates the shared-data keys that do not exist yet (configure time), keeping existing
+    /// state so a reconfiguration continues where the last configuration stopped.
+    pub fn create_shared_keys(&self, store: &dyn SharedStore) -> Result<(), SetError> {
+        self.policy.create_shared_keys(store)?;
+        match &self.monitor {
+            Some(monitor) => monitor.create_shared_keys(store),
+            None => Ok(()),
+        }
+    }
+
+    /// How often the filter should call [`Self::tick`] (0: never). A quarter of the probe
+    /// interval (20 to 100 ms) with active checks, 100 ms with passive ejection only,
+    /// [`RELEASE_FLUSH_MS`] when requests hold in-flight counts.
+    pub fn tick_period_ms(&self) -> u64 {
+        self.plan.tick_period_ms
+    }
+
+    /// Backends a hashing policy can never choose: libketama's arithmetic gives a backend
+    /// whose weight is tiny next to the others no point on the ring. Empty for other policies.
+    pub fn unreachable_by_hash(&self) -> Vec<&str> {
+        match self.policy.ring() {
+            Some(ring) => (0..self.plan.config.backends.len())
+                .filter(|&index| !ring.has_points(index))
+                .map(|index| self.plan.cluster(index))
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Whether requests hold in-flight counts (and the filter should flush debt periodically).
+    pub fn counts_in_flight(&self) -> bool {
+        self.policy.inflight().is_some()
+    }
+
+    /// The current selection mode.
+    pub fn mode(&self) -> Mode {
+        self.worker.borrow().candidates.selection.mode
+    }
+
+    /// Chooses the backend for one request. Shared-data trouble degrades the balance (see
+    /// [`crate::ticket::TicketSource`] and [`crate::inflight`]), never the request.
+    pub fn choose(&self, store: &dyn SharedStore, request: &dyn RequestView) -> Decision<'_> {
+        let candidates = Rc::clone(&self.worker.borrow().candidates);
+        if let Err(refusal) = candidates.admit() {
+            return self.refuse(refusal);
+        }
+        let picked = {
+            let mut worker = self.worker.borrow_mut();
+            self.policy
+                .pick(store, request, &candidates, &mut worker.rng)
+        };
+        match picked {
+            Picked::Backend {
+                index,
+                counted,
+                reason,
+            } => Decision::Route(Choice {
+                index,
+                cluster: self.plan.cluster(index),
+                counted,
+                reason,
+            }),
+            Picked::MissingKey => Decision::Reject {
+                status: 400,
+                body: &self.plan.missing_key_body,
+                retry_after: None,
+            },
+            Picked::NoCandidate => self.refuse(Refusal::NoHealthyBackend),
+        }
+    }
+
+    fn refuse(&self, refusal: Refusal) -> Decision<'_> {
+        match refusal {
+            Refusal::NoHealthyBackend => Decision::Reject {
+                status: 503,
+                body: ALL_DOWN_BODY,
+                retry_after: Some(self.plan.retry_after_s),
+            },
+        }
+    }
+
+    /// Gives back the in-flight count of a [`Choice`] with `counted` set, when its stream ends:
+    /// written with this worker's next pick or tick (see [`crate::inflight`]), so most
+    /// releases cost no shared-data call.
+    pub fn release(&self, store: &dyn SharedStore, index: usize) -> Commit {
+        match self.policy.inflight() {
+            Some(table) => table.release(store, index),
+            None => Commit::Written,
+        }
+    }
+
+    /// Call when this balancer is replaced (reconfiguration) or its root context ends: it will
+    /// not tick again, so pending releases are written now and later ones at once.
+    pub fn retire(&self, store: &dyn SharedStore) {
+        if let Some(table) = self.policy.inflight() {
+            table.retire(store);
+        }
+    }
+
+    /// Whether [`Self::observe_latency`] wants each request's latency (least-request with
+    /// `latency_decay_ms`): the filter then reads the clock when a request starts and ends.
+    pub fn wants_latency(&self) -> bool {
+        self.policy.latency().is_some()
+    }
+
+    /// A request to `index` took `latency_us`, ending at `end_us` (µs since the epoch).
+    pub fn observe_latency(&self, index: usize, latency_us: u64, end_us: u64) {
+        if let Some(latency) = self.policy.latency() {
+            latency.observe(index, latency_us, end_us);
+        }
+    }
+
+    /// Whether [`Self::report`] wants to hear how requests ended (passive ejection is on).
+    pub fn wants_reports(&self) -> bool {
+        self.plan.config.outlier_detection.is_some()
+    }
+
+    /// Passive health: the request that went to `index` ended, `failed` or not, at `now_ms`.
+    /// Writes shared data only on a failure, or on a success after failures.
+    pub fn report(
+        &self,
+        store: &dyn SharedStore,
+        index: usize,
+        failed: bool,
+        now_ms: u64,
+    ) -> Reported {
+        self.report_with_clock(store, index, failed, &|| now_ms)
+    }
+
+    /// [`Self::report`], asking `clock` for the time only when health changes: the common
+    /// case, a success after successes, costs no clock read (a host call in Envoy).
+    pub fn report_with_clock(
+        &self,
+        store: &dyn SharedStore,
+        index: usize,
+        failed: bool,
+        clock: &dyn Fn() -> u64,
+    ) -> Reported {
+        let Some(monitor) = &self.monitor else {
+            return Reported::default();
+        };
+        if !self.wants_reports() || (!failed && monitor.clean(index)) {
+            return Reported::default();
+        }
+        let report = monitor.report(&self.plan.config, store, index, failed, clock());
+        self.adopt(report.followed.selection);
+        Reported {
+            change: report.change,
+            mode_change: report.followed.mode_change,
+        }
+    }
+
+    /// The periodic work of a worker: flush in-flight debt, write probe answers, follow the
+    /// shared health record, and (on the VM holding the lease) say which probes are due.
+    pub fn tick(&self, store: &dyn SharedStore, now_ms: u64) -> Tick<'_> {
+        if let Some(table) = self.policy.inflight() {
+            table.flush(store);
+        }
+        let Some(monitor) = &self.monitor else {
+            return Tick::default();
+        };
+        let tick = monitor.tick(&self.plan.config, store, now_ms);
+        self.adopt(tick.followed.selection);
+        Tick {
+            probes: tick
+                .probes
+                .into_iter()
+                .map(|index| ProbeRequest {
+                    index,
+                    cluster: self.plan.cluster(index),
+                })
+                .collect(),
+            changes: tick.changes,
+            mode_change: tick.followed.mode_change,
+        }
+    }
+
+    /// Lays the policy out over a new selection (only when its backends changed).
+    fn adopt(&self, selection: Option<Rc<Selection>>) {
+        if let Some(selection) = selection {
+            let candidates = Candidates::new(selection, &self.plan.config, self.policy.spread());
+            self.worker.borrow_mut().candidates = Rc::new(candidates);
+        }
+    }
+
+    /// A probe of `index` went out with `token`.
+    pub fn probe_sent(&self, index: usize, token: u32, now_ms: u64) {
+        if let Some(monitor) = &self.monitor {
+            monitor.probe_sent(index, token, now_ms);
+        }
+    }
+
+    /// A probe of `index` could not be sent (Envoy refused the call): a failed probe.
+    pub fn probe_not_sent(&self, index: usize, now_ms: u64) {
+        if let Some(monitor) = &self.monitor {
+            monitor.probe_not_sent(index, now_ms);
+        }
+    }
+
+    /// Envoy called back for probe `token`; written to shared data on the next tick. Returns
+    /// the backend, or `None` when the token is not a probe of this balancer.
+    pub fn probe_answered(&self, token: u32, result: ProbeResult, now_ms: u64) -> Option<usize> {
+        self.monitor.as_ref()?.probe_answered(token, result, now_ms)
+    }
+
+    /// Current in-flight count per backend (for status and tests); empty when not counted.
+    pub fn in_flight(&self, store: &dyn SharedStore) -> Vec<u32> {
+        self.policy
+            .inflight()
+            .map(|table| table.counts(store))
+            .unwrap_or_default()
+    }
+
+    /// The status page: every backend's health as this worker sees it, as JSON.
+    pub fn status_json(&self, store: &dyn SharedStore, now_ms: u64) -> String {
+        let record = self.monitor.as_ref().map(|monitor| monitor.read(store));
+        let candidates = Rc::clone(&self.worker.borrow().candidates);
+        status::render(
+            &self.plan,
+            record.as_ref(),
+            &candidates.selection,
+            &self.in_flight(store),
+            now_ms,
+        )
+    }
+}
+
+fn rotation_error(err: RotationError) -> ConfigError {
+    let reason = match err {
+        RotationError::Empty => "is empty; at least one backend is required".to_owned(),
+        RotationError::TooManyBackends(n) => format!("has {n} entries, too many"),
+        RotationError::TooLarge { slots, backends } => format!(
+            "weights make a round-robin cycle of {slots} slots over {backends} backends, \
+             too large to lay out; use weights with a larger common divisor"
+        ),
+    };
+    ConfigError {
+        field: "backends".into(),
+        reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+    use crate::memory_store::MemoryStore;
+    use crate::policy::Ketama;
+    use crate::request_key::StaticRequest;
+    use crate::ticket::{Ticket, TicketSource};
+
+    type Request = StaticRequest;
+
+    fn keyed(name: &str, value: &str) -> Request {
+        Request::default().with_header(name, value)
+    }
+
+    fn from(address: &str) -> Request {
+        Request::default().with_source(address)
+    }
+
+    fn balancer(json: &str) -> Balancer {
+        balancer_seeded(json, 1)
+    }
+
+    fn balancer_seeded(json: &str, seed: u64) -> Balancer {
+        Balancer::new(Config::parse(json.as_bytes()).unwrap(), "test", seed).unwrap()
+    }
+
+    fn route<'a>(decision: Decision<'a>) -> Choice<'a> {
+        match decision {
+            Decision::Route(choice) => choice,
+            other => panic!("expected a route, got {other:?}"),
+        }
+    }
+
+    const THREE: &str = r#"{"backends": [{"cluster": "a"}, {"cluster": "b"}, {"cluster": "c"}]}"#;
+
+    fn with_policy(policy_fields: &str) -> String {
+        format!(
+            r#"{{{policy_fields}, "backends": [{{"cluster": "a"}}, {{"cluster": "b"}}, {{"cluster": "c"}}]}}"#
+        )
+    }
+
+    #[test]
+    fn round_robin_over_three_equal_backends() {
+        let store = MemoryStore::new();
+        let balancer = balancer(THREE);
+        balancer.create_shared_keys(&store).unwrap();
+        let none = Request::default();
+        let picks: Vec<&str> = (0..6)
+            .map(|_| route(balancer.choose(&store, &none)).cluster)
+            .collect();
+        assert_eq!(picks, ["a", "b", "c", "a", "b", "c"]);
+    }
+
+    /// Two workers' VMs each build their own balancer over the one process-wide store.
+    #[test]
+    fn two_workers_share_one_order() {
+        let store = MemoryStore::new();
+        let worker_1 = balancer(THREE);
+        let worker_2 = balancer(THREE);
+        worker_1.create_shared_keys(&store).unwrap();
+        worker_2.create_shared_keys(&store).unwrap();
+        let mut counts = [0; 3];
+        for i in 0..300 {
+            let worker = if i % 7 < 3 { &worker_1 } else { &worker_2 };
+            let choice = route(worker.choose(&store, &Request::default()));
+            assert_eq!(
+                choice.reason,
+                Reason::Ticket(Ticket {
+                    value: i,
+                    source: TicketSource::Shared
+                })
+            );
+            counts[choice.index] += 1;
+        }
+        assert_eq!(counts, [100, 100, 100]);
+    }
+
+    #[test]
+    fn weights_are_honoured() {
+        let store = MemoryStore::new();
+        let balancer = balancer(
+            r#"{"backends": [{"cluster": "a", "weight": 5}, {"cluster": "b"}, {"cluster": "c"}]}"#,
+        );
+        balancer.create_shared_keys(&store).unwrap();
+        let picks: String = (0..7)
+            .map(|_| route(balancer.choose(&store, &Request::default())).cluster)
+            .collect();
+        assert_eq!(picks, "aabacaa");
+    }
+
+    #[test]
+    fn namespaces_keep_filters_apart() {
+        let store = MemoryStore::new();
+        let config = Config::parse(THREE.as_bytes()).unwrap();
+        let one = Balancer::new(config.clone(), "one", 0).unwrap();
+        let two = Balancer::new(config, "two", 0).unwrap();
+        assert_ne!(one.shared_keys(), two.shared_keys());
+        one.choose(&store, &Request::default());
+        assert_eq!(route(two.choose(&store, &Request::default())).cluster, "a");
+    }
+
+    #[test]
+    fn oversized_weighted_cycle_is_a_config_error_on_backends() {
+        let backends: Vec<String> = (0..1000)
+            .map(|i| format!(r#"{{"cluster": "c{i}", "weight": {}}}"#, 1000 - (i % 2)))
+            .collect();
+        let config =
+            Config::parse(format!(r#"{{"backends": [{}]}}"#, backends.join(",")).as_bytes())
+                .unwrap();
+        let err = Balancer::new(config, "test", 0).unwrap_err();
+        assert_eq!(err.field, "backends");
+    }
+
+    #[test]
+    fn least_request_counts_until_release() {
+        let store = MemoryStore::new();
+        let balancer = balancer(&with_policy(
+            r#""policy": "least_request", "least_request": {"choice_count": 3}"#,
+        ));
+        balancer.create_shared_keys(&store).unwrap();
+        assert_eq!(
+            balancer.shared_keys(),
+            [balancer.plan.key("inflight")],
+            "least-request keeps only its in-flight table"
+        );
+        let held: Vec<Choice<'_>> = (0..6)
+            .map(|_| route(balancer.choose(&store, &Request::default())))
+            .collect();
+        assert!(held.iter().all(|c| c.counted));
+        // Six requests held over three backends, comparing all three: filled evenly.
+        assert_eq!(balancer.in_flight(&store), [2, 2, 2]);
+        for choice in &held {
+            balancer.release(&store, choice.index);
+        }
+        assert_eq!(
+            balancer.in_flight(&store),
+            [2, 2, 2],
+            "written on the next tick"
+        );
+        balancer.tick(&store, 0);
+        assert_eq!(balancer.in_flight(&store), [0, 0, 0]);
+    }
+
+    #[test]
+    fn a_success_after_successes_reads_no_clock() {
+        let store = MemoryStore::new();
+        let balancer = balancer(&with_policy(
+            r#""policy": "random", "outlier_detection": {"consecutive_failures": 2}"#,
+        ));
+        balancer.create_shared_keys(&store).unwrap();
+        let reads = Cell::new(0);
+        let clock = || {
+            reads.set(reads.get() + 1);
+            1_000
+        };
+        balancer.report_with_clock(&store, 0, false, &clock);
+        assert_eq!(reads.get(), 0);
+        balancer.report_with_clock(&store, 0, true, &clock);
+        assert_eq!(reads.get(), 1, "a failure is timed");
+        balancer.tick(&store, 1_000);
+        balancer.report_with_clock(&store, 0, false, &clock);
+        assert_eq!(reads.get(), 2, "so is the success that clears it");
+    }
+
+    #[test]
+    fn a_retired_balancer_releases_at_once() {
+        let store = MemoryStore::new();
+        let balancer = balancer(&with_policy(r#""policy": "least_request""#));
+        let first = route(balancer.choose(&store, &Request::default()));
+        let second = route(balancer.choose(&store, &Request::default()));
+        balancer.release(&store, first.index);
+        balancer.retire(&store);
+        assert_eq!(balancer.in_flight(&store).iter().sum::<u32>(), 1);
+        balancer.release(&store, second.index);
+        assert_eq!(balancer.in_flight(&store), [0, 0, 0]);
+    }
+
+    #[test]
+    fn health_keeps_its_own_period_when_releases_tick_faster() {
+        let store = MemoryStore::new();
+        let balancer = balancer(&with_policy(
+            r#""policy": "least_request", "health_check": {"path": "/h", "interval_ms": 400}"#,
+        ));
+        balancer.create_shared_keys(&store).unwrap();
+        assert_eq!(balancer.tick_period_ms(), RELEASE_FLUSH_MS);
+        balancer.tick(&store, 1_000);
+        let before = store.op_counts();
+        for now in [1_020, 1_040, 1_060, 1_080] {
+            balancer.tick(&store, now);
+        }
+        assert_eq!(
+            store.op_counts(),
+            before,
+            "no health work between health ticks"
+        );
+        balancer.tick(&store, 1_100);
+        assert!(
+            store.op_counts().0 > before.0,
+            "health's 100 ms tick reads the record"
+        );
+    }
+
+    #[test]
+    fn counting_in_flight_ticks_often_enough_to_write_releases() {
+        let least = balancer(&with_policy(r#""policy": "least_request""#));
+        assert_eq!(least.tick_period_ms(), RELEASE_FLUSH_MS);
+        let plain = balancer(&with_policy(r#""policy": "round_robin""#));
+        assert_eq!(plain.tick_period_ms(), 0);
+    }
+
+    #[test]
+    fn least_request_avoids_the_loaded_backend() {
+        let store = MemoryStore::new();
+        let balancer = balancer(&with_policy(r#""policy": "least_request""#));
+        balancer.create_shared_keys(&store).unwrap();
+        // Backend c is stuck with many requests (a slow upstream).
+        for _ in 0..3000 {
+            let choice = route(balancer.choose(&store, &Request::default()));
+            if choice.index != 2 {
+                balancer.release(&store, choice.index);
+            }
+            if balancer.in_flight(&store)[2] >= 5 {
+                break;
+            }
+        }
+        let before = balancer.in_flight(&store)[2];
+        for _ in 0..1000 {
+            let choice = route(balancer.choose(&store, &Request::default()));
+            assert_ne!(
+                choice.index, 2,
+                "c has {before} in flight, the others at most 1"
+            );
+            balancer.release(&store, choice.index);
+        }
+    }
+
+    #[test]
+    fn latency_weighted_least_request_starves_a_slow_backend_until_it_decays() {
+        let store = MemoryStore::new();
+        let balancer = balancer(&with_policy(
+            r#""policy": "least_request", "least_request": {"choice_count": 3, "latency_decay_ms": 1000}"#,
+        ));
+        assert!(balancer.wants_latency());
+        balancer.create_shared_keys(&store).unwrap();
+        let latency_us = |index: usize| if index == 2 { 20_000 } else { 1_000 };
+        let now_us = Cell::new(1_000_000);
+        let serve = |n: usize, counts: &mut [u32; 3]| {
+            for _ in 0..n {
+                let choice = route(balancer.choose(&store, &Request::default()));
+                counts[choice.index] += 1;
+                now_us.set(now_us.get() + 100);
+                let took = latency_us(choice.index);
+                balancer.observe_latency(choice.index, took, now_us.get() + took);
+                balancer.release(&store, choice.index);
+            }
+        };
+        let mut counts = [0; 3];
+        serve(1000, &mut counts);
+        // Unknown backends are tried first; after one slow answer the slow one waits until
+        // its estimate decays below a fast one's (20 ms → 1 ms: ln 20 ≈ 3 decay times).
+        assert!(counts[2] <= 2, "{counts:?}");
+        let mut later = [0; 3];
+        now_us.set(now_us.get() + 3_500_000);
+        serve(10, &mut later);
+        assert!(later[2] >= 1, "tried again once it decayed: {later:?}");
+    }
+
+    #[test]
+    fn random_needs_no_shared_data() {
+        let store = MemoryStore::new();
+        let balancer = balancer(&with_policy(r#""policy": "random""#));
+        let mut counts = [0; 3];
+        for _ in 0..3000 {
+            counts[route(balancer.choose(&store, &Request::default())).index] += 1;
+        }
+        assert_eq!(store.op_counts(), (0, 0));
+        assert!(
+            counts.iter().all(|&n| (850..1150).contains(&n)),
+            "{counts:?}"
+        );
+    }
+
+    const HASHED: &str =
+        r#""policy": "consistent_hash", "hash_key": [{"header": "x-user"}, {"cookie": "s"}]"#;
+
+    #[test]
+    fn consistent_hash_is_the_same_across_balancers_and_seeds() {
+        let store = MemoryStore::new();
+        let one = balancer_seeded(&with_policy(HASHED), 1);
+        let two = balancer_seeded(&with_policy(HASHED), 99);
+        let mut spread = [0; 3];
+        for user in 0..300 {
+            let request = keyed("x-user", &format!("user-{user}"));
+            let a = route(one.choose(&store, &request));
+            let b = route(two.choose(&store, &request));
+            assert_eq!(a.index, b.index);
+            assert_eq!(
+                a.reason,
+                Reason::Hash {
+                    hash: Ketama::hash_key(format!("user-{user}").as_bytes()),
+                    skipped: 0
+                }
+            );
+            spread[a.index] += 1;
+        }
+        assert_eq!(
+            store.op_counts(),
+            (0, 0),
+            "plain hashing touches no shared data"
+        );
+        assert!(spread.iter().all(|&n| n > 50), "{spread:?}");
+    }
+
+    #[test]
+    fn missing_key_falls_back_to_round_robin_or_is_rejected() {
+        let store = MemoryStore::new();
+        let fallback = balancer(&with_policy(HASHED));
+        fallback.create_shared_keys(&store).unwrap();
+        let picks: Vec<usize> = (0..3)
+            .map(|_| route(fallback.choose(&store, &Request::default())).index)
+            .collect();
+        assert_eq!(picks, [0, 1, 2]);
+
+        let reject = balancer(&with_policy(&format!(
+            r#"{HASHED}, "on_missing_key": "reject""#
+        )));
+        assert_eq!(
+            reject.choose(&store, &Request::default()),
+            Decision::Reject {
+                status: 400,
+                body: "eisodos: the request has no hash key (looked for header x-user, cookie s)\n",
+                retry_after: None,
+            }
+        );
+        let cookie = keyed("cookie", "s=abc");
+        assert!(matches!(reject.choose(&store, &cookie), Decision::Route(_)));
+    }
+
+    #[test]
+    fn bounded_load_walks_past_an_overloaded_backend() {
+        let store = MemoryStore::new();
+        let bounded = balancer(&with_policy(&format!(
+            r#"{HASHED}, "bounded_load_factor": 1.25"#
+        )));
+        bounded.create_shared_keys(&store).unwrap();
+        let request = keyed("x-user", "hot-key");
+        let home = route(bounded.choose(&store, &request));
+        assert!(home.counted);
+        // One hot key, requests held: its backend fills up to the bound, then the ring's next.
+        let mut held = vec![home];
+        for _ in 0..29 {
+            held.push(route(bounded.choose(&store, &request)));
+        }
+        let counts = bounded.in_flight(&store);
+        // capacity = ceil(1.25 * 30 / 3) = 13 at most per backend.
+        assert!(counts.iter().all(|&n| n <= 13), "{counts:?}");
+        assert!(
+            counts[home.index] >= 12,
+            "the key's own backend is filled first: {counts:?}"
+        );
+        assert!(held
+            .iter()
+            .any(|c| matches!(c.reason, Reason::Hash { skipped: 1.., .. })));
+        for choice in held {
+            bounded.release(&store, choice.index);
+        }
+        bounded.tick(&store, 0);
+        assert_eq!(bounded.in_flight(&store), [0, 0, 0]);
+    }
+
+    #[test]
+    fn ip_hash_keeps_a_subnet_together() {
+        let store = MemoryStore::new();
+        let by_subnet = balancer(&with_policy(
+            r#""policy": "ip_hash", "ip_hash": {"ipv4_prefix": 24}"#,
+        ));
+        let by_host = balancer(&with_policy(r#""policy": "ip_hash""#));
+        let subnet_home = route(by_subnet.choose(&store, &from("10.9.8.1:1000"))).index;
+        let mut hosts_spread = [0; 3];
+        for host in 1..=254 {
+            let request = from(&format!("10.9.8.{host}:{}", 1000 + host));
+            assert_eq!(route(by_subnet.choose(&store, &request)).index, subnet_home);
+            hosts_spread[route(by_host.choose(&store, &request)).index] += 1;
+        }
+        assert!(hosts_spread.iter().all(|&n| n > 30), "{hosts_spread:?}");
+        let key = Ketama::hash_key(b"10.9.8.0");
+        assert_eq!(
+            route(by_subnet.choose(&store, &from("10.9.8.7:1"))).reason,
+            Reason::Hash {
+                hash: key,
+                skipped: 0
+            }
+        );
+    }
+
+    #[test]
+    fn a_backend_without_ring_points_is_reported() {
+        let tiny = balancer(
+            r#"{"policy": "ip_hash", "backends": [{"cluster": "big", "weight": 1000}, {"cluster": "tiny", "weight": 1}]}"#,
+        );
+        assert_eq!(tiny.unreachable_by_hash(), ["tiny"]);
+        assert!(balancer(&with_policy(HASHED))
+            .unreachable_by_hash()
+            .is_empty());
+    }
+
+    #[test]
+    fn inflight_records_of_different_backend_lists_do_not_mix() {
+        let one = balancer(&with_policy(r#""policy": "least_request""#));
+        let two = balancer(
+            r#"{"policy": "least_request", "backends": [{"cluster": "a"}, {"cluster": "b"}]}"#,
+        );
+        assert_ne!(one.shared_keys(), two.shared_keys());
+        let same = balancer(&with_policy(r#""policy": "least_request""#));
+        assert_eq!(one.shared_keys(), same.shared_keys());
+    }
+}
