@@ -35,13 +35,7 @@ pub struct Rotation {
 impl Rotation {
     /// Lays out the cycle for `weights` (each at least 1), reduced by their common divisor.
     pub fn new(weights: &[u32]) -> Result<Self, RotationError> {
-        if weights.is_empty() {
-            return Err(RotationError::Empty);
-        }
-        if weights.len() > usize::from(u16::MAX) {
-            return Err(RotationError::TooManyBackends(weights.len()));
-        }
-        let divisor = weights.iter().copied().fold(0, gcd).max(1);
+        let divisor = Self::check(weights)?;
         let reduced: Vec<i64> = weights
             .iter()
             .map(|&w| i64::from((w / divisor).max(1)))
@@ -49,9 +43,6 @@ impl Rotation {
         let total: i64 = reduced.iter().sum();
         let slots = u64::try_from(total).unwrap_or(u64::MAX);
         let backends = weights.len();
-        if slots.saturating_mul(backends as u64) > MAX_SCHEDULE_WORK {
-            return Err(RotationError::TooLarge { slots, backends });
-        }
         let mut scores = vec![0_i64; backends];
         let mut cycle = Vec::with_capacity(usize::try_from(slots).unwrap_or(0));
         for _ in 0..slots {
@@ -71,6 +62,27 @@ impl Rotation {
             cycle.push(u16::try_from(best).unwrap_or(u16::MAX));
         }
         Ok(Self { slots: cycle })
+    }
+
+    /// Whether the cycle for `weights` can be laid out, without laying it out; returns the
+    /// weights' common divisor.
+    pub fn check(weights: &[u32]) -> Result<u32, RotationError> {
+        if weights.is_empty() {
+            return Err(RotationError::Empty);
+        }
+        if weights.len() > usize::from(u16::MAX) {
+            return Err(RotationError::TooManyBackends(weights.len()));
+        }
+        let divisor = weights.iter().copied().fold(0, gcd).max(1);
+        let slots: u64 = weights
+            .iter()
+            .map(|&w| u64::from((w / divisor).max(1)))
+            .sum();
+        let backends = weights.len();
+        if slots.saturating_mul(backends as u64) > MAX_SCHEDULE_WORK {
+            return Err(RotationError::TooLarge { slots, backends });
+        }
+        Ok(divisor)
     }
 
     /// Number of slots in one cycle.
