@@ -47,6 +47,35 @@ fn bench_group(c: &mut Criterion, policy: &str, health: bool, sizes: &[usize]) {
     group.finish();
 }
 
+/// A 5xx storm: each failed request bumps the shared health record's version, and every other
+/// worker follows it on its next tick. Measures one failed request (reported on one worker)
+/// plus the tick of a second worker that follows it, at 1000 backends. No failure count
+/// reaches the ejection threshold here, so the backends requests may go to never change.
+fn failure_storm(c: &mut Criterion) {
+    let mut group = c.benchmark_group("failed_request_then_tick");
+    for policy in ["round_robin", "random", "least_request"] {
+        let n = 1000;
+        let json = common::config_json(policy, n, false).replacen(
+            '{',
+            r#"{"outlier_detection": {"consecutive_failures": 1000}, "#,
+            1,
+        );
+        let (reporting, store) = common::balancer_from(&json);
+        let following = common::balancer_on(&json, &store);
+        let mut now = 1_000_u64;
+        let mut index = 0_usize;
+        group.bench_function(BenchmarkId::new(policy, n), |b| {
+            b.iter(|| {
+                now += 100;
+                index = (index + 1) % n;
+                black_box(reporting.report(&store, index, true, now));
+                black_box(following.tick(&store, now));
+            });
+        });
+    }
+    group.finish();
+}
+
 fn selection(c: &mut Criterion) {
     for policy in common::POLICIES {
         bench_group(c, policy, false, &SIZES);
@@ -62,6 +91,6 @@ criterion_group! {
         .measurement_time(Duration::from_secs(2))
         .warm_up_time(Duration::from_secs(1))
         .sample_size(30);
-    targets = selection
+    targets = selection, failure_storm
 }
 criterion_main!(benches);

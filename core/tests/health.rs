@@ -190,7 +190,7 @@ fn consecutive_failed_requests_eject_until_the_timer_runs_out() {
     worker_1.tick(&store, 0);
     worker_2.tick(&store, 0);
     assert_eq!(
-        worker_1.report(&store, 0, false, 10),
+        worker_1.report(&store, 0, false, 10).change,
         None,
         "nothing to reset: no write"
     );
@@ -200,7 +200,7 @@ fn consecutive_failed_requests_eject_until_the_timer_runs_out() {
     worker_1.report(&store, 2, true, 10);
     worker_2.report(&store, 2, true, 20);
     assert_eq!(
-        worker_1.report(&store, 2, true, 30),
+        worker_1.report(&store, 2, true, 30).change,
         Some(Change::Ejected {
             until_ms: 2030,
             count: 1
@@ -213,6 +213,24 @@ fn consecutive_failed_requests_eject_until_the_timer_runs_out() {
     assert!(picks(&worker_2, &store, 20).iter().any(|c| c == "c"));
 }
 
+/// The report says what changed, so the filter can log it: the ejection, and the mode change
+/// it caused on this worker (the last primary out: backups take over).
+#[test]
+fn an_ejection_reports_the_mode_change_it_causes() {
+    let store = MemoryStore::new();
+    let json = r#"{"outlier_detection": {"consecutive_failures": 1, "max_ejection_percent": 100},
+        "backends": [{"cluster": "a"}, {"cluster": "spare", "backup": true}]}"#;
+    let w = worker(json, 1, &store);
+    w.tick(&store, 0);
+    let reported = w.report(&store, 0, true, 1);
+    assert!(
+        matches!(reported.change, Some(Change::Ejected { count: 1, .. })),
+        "{reported:?}"
+    );
+    assert_eq!(reported.mode_change, Some((Mode::Normal, Mode::Backup)));
+    assert_eq!(picks(&w, &store, 3), ["spare", "spare", "spare"]);
+}
+
 #[test]
 fn ejection_stops_at_max_ejection_percent() {
     let store = MemoryStore::new();
@@ -221,11 +239,11 @@ fn ejection_stops_at_max_ejection_percent() {
     );
     let w = worker(&json, 1, &store);
     assert!(matches!(
-        w.report(&store, 0, true, 1),
+        w.report(&store, 0, true, 1).change,
         Some(Change::Ejected { .. })
     ));
     assert_eq!(
-        w.report(&store, 1, true, 2),
+        w.report(&store, 1, true, 2).change,
         None,
         "50% of 3 primaries is one"
     );

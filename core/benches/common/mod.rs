@@ -40,12 +40,19 @@ pub fn config_json(policy: &str, n: usize, health: bool) -> String {
 /// selection from the health record when health checking is on), as the filter does at
 /// configure time.
 pub fn balancer_from(json: &str) -> (Balancer, MemoryStore) {
+    let store = MemoryStore::new();
+    let balancer = balancer_on(json, &store);
+    (balancer, store)
+}
+
+/// Another worker's balancer for `json` over an existing `store`, set up as
+/// [`balancer_from`] does.
+pub fn balancer_on(json: &str, store: &MemoryStore) -> Balancer {
     let config = Config::parse(json.as_bytes()).expect("valid configuration");
     let balancer = Balancer::new(config, "bench", 1).expect("valid balancer");
-    let store = MemoryStore::new();
-    balancer.create_shared_keys(&store).expect("keys created");
-    balancer.tick(&store, 0);
-    (balancer, store)
+    balancer.create_shared_keys(store).expect("keys created");
+    balancer.tick(store, 0);
+    balancer
 }
 
 /// [`balancer_from`] over [`config_json`].

@@ -29,10 +29,10 @@ use std::rc::Rc;
 
 use fastrand::Rng;
 
-pub use self::plan::RELEASE_FLUSH_MS;
-pub use self::policy::Reason;
 use self::candidates::{Candidates, Refusal};
 use self::plan::Plan;
+pub use self::plan::RELEASE_FLUSH_MS;
+pub use self::policy::Reason;
 use self::policy::{Picked, PolicyState};
 use crate::config::{Config, ConfigError};
 use crate::health::{Change, Mode, Monitor, MonitorKeys, ProbeResult, Selection};
@@ -528,6 +528,113 @@ mod tests {
                 .unwrap();
         let err = Balancer::new(config, "test", 0).unwrap_err();
         assert_eq!(err.field, "backends");
+    }
+
+    /// A host whose shared data fails every call.
+    struct FailingStore;
+
+    impl SharedStore for FailingStore {
+        fn get(
+            &self,
+            _key: &str,
+        ) -> Result<Option<(Vec<u8>, crate::store::Cas)>, crate::store::GetError> {
+            Err(crate::store::GetError("failing"))
+        }
+
+        fn set(
+            &self,
+            _key: &str,
+            _value: &[u8],
+            _cas: Option<crate::store::Cas>,
+        ) -> Result<(), SetError> {
+            Err(SetError::Host("failing"))
+        }
+    }
+
+    /// Shared data failing degrades the balance, not the request: least-request picks among
+    /// the candidates by this worker's own counts, never a backend that is not one (here the
+    /// backup, first in the list), and its counts still return to zero.
+    #[test]
+    fn least_request_without_shared_data_picks_among_the_candidates() {
+        let balancer = balancer(
+            r#"{"policy": "least_request", "backends": [{"cluster": "spare", "backup": true},
+                {"cluster": "a"}, {"cluster": "b"}]}"#,
+        );
+        let mut counts = [0; 3];
+        let mut held = Vec::new();
+        for _ in 0..10 {
+            let choice = route(balancer.choose(&FailingStore, &Request::default()));
+            assert!(choice.counted, "{choice:?}");
+            counts[choice.index] += 1;
+            held.push(choice.index);
+        }
+        assert_eq!(counts, [0, 5, 5], "its own counts still even the load");
+        for index in held {
+            balancer.release(&FailingStore, index);
+        }
+        let store = MemoryStore::new();
+        balancer.create_shared_keys(&store).unwrap();
+        balancer.tick(&store, 0);
+        assert_eq!(balancer.in_flight(&store), [0, 0, 0]);
+    }
+
+    /// 999 backends with weights 1000 and 999: a cycle too large to lay out.
+    fn oversized(backup: bool) -> String {
+        (0..999)
+            .map(|i| {
+                format!(
+                    r#"{{"cluster": "c{i}", "weight": {}, "backup": {backup}}}"#,
+                    1000 - (i % 2)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Every group that can become the selection is checked at configure time, not only the
+    /// first one: primaries that start unhealthy, and backups.
+    #[test]
+    fn an_oversized_cycle_is_refused_for_any_group_that_can_be_selected() {
+        let unhealthy_first = format!(
+            r#"{{"health_check": {{"path": "/h", "initial_state": "unhealthy"}}, "backends": [{}]}}"#,
+            oversized(false)
+        );
+        let backups = format!(
+            r#"{{"backends": [{{"cluster": "primary"}}, {}]}}"#,
+            oversized(true)
+        );
+        for json in [unhealthy_first, backups] {
+            let config = Config::parse(json.as_bytes()).unwrap();
+            let err = Balancer::new(config, "test", 0).unwrap_err();
+            assert_eq!(err.field, "backends");
+            assert!(err.reason.contains("too large to lay out"), "{err}");
+        }
+    }
+
+    /// A failed request changes the health record (its failure count), and every worker follows
+    /// the record; but while the backends requests may go to stay the same, nothing the policy
+    /// laid out over them is rebuilt.
+    #[test]
+    fn a_failed_request_rebuilds_nothing_until_the_candidates_change() {
+        let store = MemoryStore::new();
+        let json = r#"{"outlier_detection": {"consecutive_failures": 2},
+            "backends": [{"cluster": "a"}, {"cluster": "b"}, {"cluster": "c"}]}"#;
+        let reporting = balancer(json);
+        let following = balancer(json);
+        reporting.create_shared_keys(&store).unwrap();
+        following.tick(&store, 0);
+        let laid_out = Rc::clone(&following.worker.borrow().candidates);
+        reporting.report(&store, 2, true, 100);
+        following.tick(&store, 200);
+        assert!(
+            Rc::ptr_eq(&laid_out, &following.worker.borrow().candidates),
+            "one failure ejects nothing: the same candidates"
+        );
+        reporting.report(&store, 2, true, 300);
+        following.tick(&store, 400);
+        let after = Rc::clone(&following.worker.borrow().candidates);
+        assert!(!Rc::ptr_eq(&laid_out, &after), "c ejected: rebuilt");
+        assert_eq!(after.population(), [0, 1]);
     }
 
     #[test]

@@ -3,10 +3,12 @@
 
 pub mod lease;
 pub mod machine;
+pub mod monitor;
 pub mod prober;
 pub mod record;
 pub mod selection;
 
 pub use machine::{Change, ProbeResult};
+pub use monitor::{Followed, Monitor, MonitorKeys, MonitorTick, Report};
 pub use record::{BackendHealth, HealthRecord, HealthStore};
 pub use selection::{Mode, Selection};

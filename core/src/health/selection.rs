@@ -1,7 +1,8 @@
-//! Which backends may take requests right now, and the per-policy structures over them.
+//! Which backends may take requests right now.
 //!
 //! Rebuilt on a worker when the shared health record changes (or an ejection runs out), never
-//! per request. The rules, in order:
+//! per request; what a policy lays out over the chosen backends is built by the balancer, and
+//! only when they change. The rules, in order:
 //! 1. Some primaries are eligible (healthy and not ejected): use them, unless fewer than
 //!    `panic_threshold_percent` of all primaries are; then *panic*: use every primary, as
 //!    Envoy does, because the few left would be overrun.
@@ -10,8 +11,6 @@
 
 use super::record::HealthRecord;
 use crate::config::Config;
-use crate::policy::round_robin::RotationError;
-use crate::policy::{Rotation, WeightedRandom};
 
 /// Which rule chose the population.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,18 +37,14 @@ impl Mode {
     }
 }
 
-/// The backends requests may go to, and what the policies need over them.
-#[derive(Debug)]
+/// The backends requests may go to.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Selection {
     /// The rule that applied.
     pub mode: Mode,
     /// Backend indices that may take requests, in configuration order.
     pub population: Vec<usize>,
     allowed: Vec<bool>,
-    /// Smooth weighted round-robin over the population (slots are positions in it).
-    rotation: Option<Rotation>,
-    /// Weighted random over the population (positions in it).
-    random: WeightedRandom,
     /// The earliest time this selection may change without a record change (an ejection
     /// running out); `u64::MAX` when none.
     pub valid_until_ms: u64,
@@ -58,11 +53,7 @@ pub struct Selection {
 impl Selection {
     /// The selection for `config` given `record` (`None`: no health information, all
     /// eligible) at `now_ms`.
-    pub fn build(
-        config: &Config,
-        record: Option<&HealthRecord>,
-        now_ms: u64,
-    ) -> Result<Self, RotationError> {
+    pub fn build(config: &Config, record: Option<&HealthRecord>, now_ms: u64) -> Self {
         let eligible = |index: usize| {
             record
                 .and_then(|r| r.backends.get(index))
@@ -94,15 +85,6 @@ impl Selection {
                 (Mode::Backup, healthy_backups)
             }
         };
-        let weights: Vec<u32> = population
-            .iter()
-            .filter_map(|&i| config.backends.get(i).map(|b| b.weight))
-            .collect();
-        let rotation = match Rotation::new(&weights) {
-            Ok(rotation) => Some(rotation),
-            Err(RotationError::Empty) => None,
-            Err(err) => return Err(err),
-        };
         let mut allowed = vec![false; config.backends.len()];
         for &index in &population {
             if let Some(slot) = allowed.get_mut(index) {
@@ -119,14 +101,12 @@ impl Selection {
                     .unwrap_or(u64::MAX)
             })
             .unwrap_or(u64::MAX);
-        Ok(Self {
+        Self {
             mode,
             allowed,
-            rotation,
-            random: WeightedRandom::new(&weights),
             population,
             valid_until_ms,
-        })
+        }
     }
 
     /// Whether backend `index` may take requests.
@@ -134,16 +114,12 @@ impl Selection {
         self.allowed.get(index).copied().unwrap_or(false)
     }
 
-    /// The round-robin backend for `ticket`; `None` when all are down.
-    pub fn rotate(&self, ticket: u64) -> Option<usize> {
-        let position = self.rotation.as_ref()?.pick(ticket);
-        self.population.get(position).copied()
-    }
-
-    /// A weighted random backend; `None` when all are down.
-    pub fn random(&self, rng: &mut fastrand::Rng) -> Option<usize> {
-        let position = self.random.pick(rng)?;
-        self.population.get(position).copied()
+    /// The weight of each backend of the population, in its order.
+    pub fn weights(&self, config: &Config) -> Vec<u32> {
+        self.population
+            .iter()
+            .filter_map(|&i| config.backends.get(i).map(|b| b.weight))
+            .collect()
     }
 }
 
@@ -167,7 +143,7 @@ mod tests {
     }
 
     fn build(down: &[usize]) -> Selection {
-        Selection::build(&config(FOUR_AND_BACKUP), Some(&with_down(down)), 0).unwrap()
+        Selection::build(&config(FOUR_AND_BACKUP), Some(&with_down(down)), 0)
     }
 
     #[test]
@@ -178,9 +154,7 @@ mod tests {
             (Mode::Normal, vec![0, 2, 3])
         );
         assert!(!selection.allows(1) && !selection.allows(4));
-        let rotation: Vec<usize> = (0..6).map(|t| selection.rotate(t).unwrap()).collect();
-        assert_eq!(rotation, [0, 2, 3, 0, 2, 3]);
-        let none = Selection::build(&config(FOUR_AND_BACKUP), None, 0).unwrap();
+        let none = Selection::build(&config(FOUR_AND_BACKUP), None, 0);
         assert_eq!(none.population, [0, 1, 2, 3]);
     }
 
@@ -200,8 +174,7 @@ mod tests {
             )),
             Some(&with_down(&[0, 1, 2])),
             0,
-        )
-        .unwrap();
+        );
         assert_eq!(
             (disabled.mode, disabled.population),
             (Mode::Normal, vec![3])
@@ -215,15 +188,13 @@ mod tests {
             (selection.mode, selection.population.clone()),
             (Mode::Backup, vec![4])
         );
-        assert_eq!(selection.rotate(12), Some(4));
     }
 
     #[test]
     fn all_down() {
         let selection = build(&[0, 1, 2, 3, 4]);
         assert_eq!(selection.mode, Mode::AllDown);
-        assert_eq!(selection.rotate(0), None);
-        assert_eq!(selection.random(&mut fastrand::Rng::with_seed(1)), None);
+        assert!(selection.population.is_empty());
     }
 
     #[test]
@@ -231,10 +202,10 @@ mod tests {
         let mut record = with_down(&[]);
         record.backends[2].ejected_until_ms = 5_000;
         record.backends[3].ejected_until_ms = 9_000;
-        let selection = Selection::build(&config(FOUR_AND_BACKUP), Some(&record), 1_000).unwrap();
+        let selection = Selection::build(&config(FOUR_AND_BACKUP), Some(&record), 1_000);
         assert_eq!(selection.population, [0, 1]);
         assert_eq!(selection.valid_until_ms, 5_000);
-        let later = Selection::build(&config(FOUR_AND_BACKUP), Some(&record), 5_000).unwrap();
+        let later = Selection::build(&config(FOUR_AND_BACKUP), Some(&record), 5_000);
         assert_eq!(later.population, [0, 1, 2]);
     }
 
@@ -245,8 +216,7 @@ mod tests {
         );
         let mut record = HealthRecord::initial(3, true);
         record.backends[1].healthy = false;
-        let selection = Selection::build(&cfg, Some(&record), 0).unwrap();
-        let cycle: Vec<usize> = (0..6).map(|t| selection.rotate(t).unwrap()).collect();
-        assert_eq!(cycle, [0, 0, 0, 2, 0, 0]);
+        let selection = Selection::build(&cfg, Some(&record), 0);
+        assert_eq!(selection.weights(&cfg), [5, 1]);
     }
 }
