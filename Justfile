@@ -75,3 +75,7 @@ bench *ARGS: build
     cargo bench -p eisodos-core --bench ops
     cargo bench -p eisodos-core --bench selection
     ENVOY_BIN="{{envoy}}" cargo run --release -p eisodos-bench -- {{ARGS}}
+
+# Run the integration tests N times idle and N times with one core kept busy, from a clean build directory (target/stress); prints failures per test.
+stress-tests N="10": setup
+    ENVOY_BIN="{{envoy}}" python3 tools/stress_tests.py {{N}}
