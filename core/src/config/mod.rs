@@ -1441,6 +1441,91 @@ mod tests {
         );
     }
 
+    /// Each object's known fields, in the order the unknown-field message lists them: the
+    /// reader learns them as it reads, so this pins that every field is read, and in order.
+    #[test]
+    fn every_object_lists_its_known_fields() {
+        for (fields, field, known) in [
+            (
+                r#""zz": 1"#,
+                "zz",
+                "`cluster_header`, `policy`, `backends`, `round_robin`, `least_request`, `hash_key`, `on_missing_key`, `bounded_load_factor`, `ip_hash`, `health_check`, `outlier_detection`, `panic_threshold_percent`, `status_path`, `status_allowed_cidrs`",
+            ),
+            (
+                r#""policy": "round_robin", "round_robin": {"zz": 1}"#,
+                "round_robin.zz",
+                "`ticket_batch`",
+            ),
+            (
+                r#""policy": "least_request", "least_request": {"zz": 1}"#,
+                "least_request.zz",
+                "`choice_count`, `active_request_bias`, `latency_decay_ms`",
+            ),
+            (
+                r#""policy": "ip_hash", "ip_hash": {"zz": 1}"#,
+                "ip_hash.zz",
+                "`ipv4_prefix`, `ipv6_prefix`",
+            ),
+            (
+                r#""health_check": {"path": "/h", "zz": 1}"#,
+                "health_check.zz",
+                "`path`, `authority`, `method`, `interval_ms`, `timeout_ms`, `healthy_threshold`, `unhealthy_threshold`, `expected_statuses`, `interval_jitter_percent`, `initial_state`",
+            ),
+            (
+                r#""outlier_detection": {"zz": 1}"#,
+                "outlier_detection.zz",
+                "`consecutive_failures`, `base_ejection_ms`, `max_ejection_percent`",
+            ),
+        ] {
+            let err = rejected(&format!("{{{fields}, {A}}}"));
+            assert_eq!(
+                (err.field.as_str(), err.reason.as_str()),
+                (field, format!("unknown field `zz`, expected one of {known}").as_str()),
+                "{fields}"
+            );
+        }
+        let err = rejected(r#"{"backends": [{"cluster": "a", "zz": 1}]}"#);
+        assert_eq!(
+            (err.field.as_str(), err.reason.as_str()),
+            (
+                "backends[0].zz",
+                "unknown field `zz`, expected one of `cluster`, `weight`, `backup`"
+            )
+        );
+        let err = rejected(&format!(
+            r#"{{"policy": "consistent_hash", "hash_key": [{{"path": {{"zz": 1}}}}], {A}}}"#
+        ));
+        assert_eq!(
+            (err.field.as_str(), err.reason.as_str()),
+            (
+                "hash_key[0].path.zz",
+                "unknown field `zz`, there are no fields"
+            )
+        );
+    }
+
+    /// A misspelt name is reported as unknown, not as the required field it was meant to be:
+    /// its message lists the known fields.
+    #[test]
+    fn unknown_fields_before_missing_ones() {
+        for (json, field) in [
+            (r#"{"backend": [{"cluster": "a"}]}"#, "backend"),
+            (r#"{"backends": [{"clustr": "a"}]}"#, "backends[0].clustr"),
+            (
+                r#"{"health_check": {"pth": "/h"}, "backends": [{"cluster": "a"}]}"#,
+                "health_check.pth",
+            ),
+            (
+                r#"{"policy": "consistent_hash", "hashkey": [{"path": {}}], "backends": [{"cluster": "a"}]}"#,
+                "hashkey",
+            ),
+        ] {
+            let err = rejected(json);
+            assert_eq!(err.field, field, "{json}");
+            assert!(err.reason.starts_with("unknown field `"), "{err}");
+        }
+    }
+
     #[test]
     fn choices_name_the_allowed_values() {
         let err = rejected(r#"{"policy": "fastest", "backends": [{"cluster": "a"}]}"#);
