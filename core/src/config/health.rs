@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use super::json::Object;
+use super::json::{At, Object};
 use super::ConfigError;
 
 /// Most expected statuses listed.
@@ -128,254 +128,160 @@ pub struct StatusConfig {
     pub allowed: Vec<Cidr>,
 }
 
-/// `health_check`'s fields.
-pub(super) const HEALTH_CHECK_FIELDS: &[&str] = &[
-    "path",
-    "authority",
-    "method",
-    "interval_ms",
-    "timeout_ms",
-    "healthy_threshold",
-    "unhealthy_threshold",
-    "expected_statuses",
-    "interval_jitter_percent",
-    "initial_state",
-];
-
-/// `outlier_detection`'s fields.
-pub(super) const OUTLIER_DETECTION_FIELDS: &[&str] = &[
-    "consecutive_failures",
-    "base_ejection_ms",
-    "max_ejection_percent",
-];
-
 /// `initial_state`'s values.
 const INITIAL_STATES: &[(&str, InitialState)] = &[
     ("healthy", InitialState::Healthy),
     ("unhealthy", InitialState::Unhealthy),
 ];
 
-/// `health_check` as written, before validation.
-pub(super) struct RawHealthCheck {
-    path: String,
-    authority: Option<String>,
-    method: Option<String>,
-    interval_ms: Option<u32>,
-    timeout_ms: Option<u32>,
-    healthy_threshold: Option<u32>,
-    unhealthy_threshold: Option<u32>,
-    expected_statuses: Option<Vec<u16>>,
-    interval_jitter_percent: Option<u32>,
-    initial_state: Option<InitialState>,
-}
-
-/// `outlier_detection` as written, before validation.
-pub(super) struct RawOutlierDetection {
-    consecutive_failures: Option<u32>,
-    base_ejection_ms: Option<u32>,
-    max_ejection_percent: Option<u32>,
-}
-
-impl RawHealthCheck {
-    /// Reads the fields' types from the section (checked against [`HEALTH_CHECK_FIELDS`]).
-    pub(super) fn read(section: &Object<'_>) -> Result<Self, ConfigError> {
-        let path = section.required("path")?.string()?;
-        let expected_statuses = match section.array("expected_statuses")? {
-            Some(items) => {
-                let mut statuses = Vec::with_capacity(items.len());
-                for at in items {
-                    statuses.push(at.u16()?);
-                }
-                Some(statuses)
-            }
-            None => None,
-        };
-        let initial_state = match section.optional("initial_state") {
-            Some(at) => Some(at.choice(INITIAL_STATES)?),
-            None => None,
-        };
-        Ok(Self {
-            path,
-            authority: section.string("authority")?,
-            method: section.string("method")?,
-            interval_ms: section.u32("interval_ms")?,
-            timeout_ms: section.u32("timeout_ms")?,
-            healthy_threshold: section.u32("healthy_threshold")?,
-            unhealthy_threshold: section.u32("unhealthy_threshold")?,
-            expected_statuses,
-            interval_jitter_percent: section.u32("interval_jitter_percent")?,
-            initial_state,
-        })
-    }
-}
-
-impl RawOutlierDetection {
-    /// Reads the fields' types from the section (checked against
-    /// [`OUTLIER_DETECTION_FIELDS`]).
-    pub(super) fn read(section: &Object<'_>) -> Result<Self, ConfigError> {
-        Ok(Self {
-            consecutive_failures: section.u32("consecutive_failures")?,
-            base_ejection_ms: section.u32("base_ejection_ms")?,
-            max_ejection_percent: section.u32("max_ejection_percent")?,
-        })
-    }
-}
-
-fn in_range(field: &str, value: u32, min: u32, max: u32) -> Result<u32, ConfigError> {
-    if (min..=max).contains(&value) {
-        Ok(value)
-    } else {
-        Err(ConfigError::new(
-            field,
-            format!("must be between {min} and {max}, got {value}"),
-        ))
-    }
-}
-
-impl RawHealthCheck {
-    pub(super) fn validate(self) -> Result<HealthCheckConfig, ConfigError> {
-        if !self.path.starts_with('/') || self.path.len() > super::MAX_NAME_LEN {
-            return Err(ConfigError::new(
-                "health_check.path",
-                format!(
+/// `health_check`, if present.
+pub(super) fn read_health_check(
+    top: &mut Object<'_>,
+) -> Result<Option<HealthCheckConfig>, ConfigError> {
+    let Some(at) = top.optional("health_check")? else {
+        return Ok(None);
+    };
+    let mut section = at.object()?;
+    let path = match section.required("path")? {
+        Some(at) => {
+            let path = at.string()?;
+            if !path.starts_with('/') || path.len() > super::MAX_NAME_LEN {
+                return Err(at.error(format!(
                     "must start with / and be at most {} bytes",
                     super::MAX_NAME_LEN
-                ),
-            ));
+                )));
+            }
+            if !path.bytes().all(|c| c.is_ascii_graphic()) {
+                return Err(at.error("must be printable ASCII without spaces".to_owned()));
+            }
+            path
         }
-        if !self.path.bytes().all(|c| c.is_ascii_graphic()) {
-            return Err(ConfigError::new(
-                "health_check.path",
-                "must be printable ASCII without spaces",
-            ));
-        }
-        if let Some(authority) = &self.authority {
+        // `section.finish()` reports it missing.
+        None => String::new(),
+    };
+    let authority = match section.optional("authority")? {
+        Some(at) => {
+            let authority = at.string()?;
             if authority.is_empty() || !authority.bytes().all(|c| c.is_ascii_graphic()) {
-                return Err(ConfigError::new(
-                    "health_check.authority",
-                    "must be a non-empty host[:port]",
+                return Err(at.error("must be a non-empty host[:port]".to_owned()));
+            }
+            Some(authority)
+        }
+        None => None,
+    };
+    let method = match section.optional("method")? {
+        Some(at) => {
+            let method = at.string()?;
+            if method.is_empty() || !method.bytes().all(|c| c.is_ascii_uppercase()) {
+                return Err(at.error(format!(
+                    "\"{method}\" is not an HTTP method (upper-case letters, e.g. GET)"
+                )));
+            }
+            method
+        }
+        None => "GET".to_owned(),
+    };
+    let interval_ms = section
+        .u32_in("interval_ms", 100..=3_600_000)?
+        .unwrap_or(1000);
+    let timeout_ms = section.u32_in("timeout_ms", 1..=60_000)?.unwrap_or(500);
+    let healthy_threshold = section.u32_in("healthy_threshold", 1..=100)?.unwrap_or(2);
+    let unhealthy_threshold = section.u32_in("unhealthy_threshold", 1..=100)?.unwrap_or(3);
+    let expected_statuses = match section.optional("expected_statuses")? {
+        Some(at) => read_statuses(&at)?,
+        None => vec![200],
+    };
+    let interval_jitter_percent = section
+        .u32_in("interval_jitter_percent", 0..=100)?
+        .unwrap_or(0);
+    let initial_state = match section.optional("initial_state")? {
+        Some(at) => at.choice(INITIAL_STATES)?,
+        None => InitialState::default(),
+    };
+    section.finish()?;
+    Ok(Some(HealthCheckConfig {
+        path,
+        authority,
+        method,
+        interval_ms,
+        timeout_ms,
+        healthy_threshold,
+        unhealthy_threshold,
+        expected_statuses,
+        interval_jitter_percent,
+        initial_state,
+    }))
+}
+
+/// `expected_statuses`: 1 to [`MAX_EXPECTED_STATUSES`] HTTP statuses.
+fn read_statuses(at: &At<'_>) -> Result<Vec<u16>, ConfigError> {
+    let items = at.array()?;
+    if items.len() == 0 || items.len() > MAX_EXPECTED_STATUSES {
+        return Err(at.error(format!("must list 1 to {MAX_EXPECTED_STATUSES} statuses")));
+    }
+    let mut statuses = Vec::with_capacity(items.len());
+    for item in items {
+        let status = item.u16()?;
+        if !(100..=599).contains(&status) {
+            return Err(item.error(format!("must be an HTTP status (100 to 599), got {status}")));
+        }
+        statuses.push(status);
+    }
+    Ok(statuses)
+}
+
+/// `outlier_detection`, if present.
+pub(super) fn read_outlier_detection(
+    top: &mut Object<'_>,
+) -> Result<Option<OutlierDetectionConfig>, ConfigError> {
+    let Some(at) = top.optional("outlier_detection")? else {
+        return Ok(None);
+    };
+    let mut section = at.object()?;
+    let config = OutlierDetectionConfig {
+        consecutive_failures: section
+            .u32_in("consecutive_failures", 1..=1000)?
+            .unwrap_or(5),
+        base_ejection_ms: section
+            .u32_in("base_ejection_ms", 1..=86_400_000)?
+            .unwrap_or(30_000),
+        max_ejection_percent: section
+            .u32_in("max_ejection_percent", 0..=100)?
+            .unwrap_or(50),
+    };
+    section.finish()?;
+    Ok(Some(config))
+}
+
+/// The status page: `status_path`, and `status_allowed_cidrs` (loopback when absent), which
+/// needs it.
+pub(super) fn read_status(top: &mut Object<'_>) -> Result<Option<StatusConfig>, ConfigError> {
+    let path = match top.optional("status_path")? {
+        Some(at) => {
+            let path = at.string()?;
+            if !path.starts_with('/')
+                || path.contains('?')
+                || path.len() > super::MAX_NAME_LEN
+                || !path.bytes().all(|c| c.is_ascii_graphic())
+            {
+                return Err(at.error(
+                    "must be a path starting with /, without a query, printable ASCII".to_owned(),
                 ));
             }
+            Some(path)
         }
-        let method = self.method.unwrap_or_else(|| "GET".to_owned());
-        if method.is_empty() || !method.bytes().all(|c| c.is_ascii_uppercase()) {
-            return Err(ConfigError::new(
-                "health_check.method",
-                format!("\"{method}\" is not an HTTP method (upper-case letters, e.g. GET)"),
-            ));
-        }
-        let interval_ms = in_range(
-            "health_check.interval_ms",
-            self.interval_ms.unwrap_or(1000),
-            100,
-            3_600_000,
-        )?;
-        let timeout_ms = in_range(
-            "health_check.timeout_ms",
-            self.timeout_ms.unwrap_or(500),
-            1,
-            60_000,
-        )?;
-        let healthy_threshold = in_range(
-            "health_check.healthy_threshold",
-            self.healthy_threshold.unwrap_or(2),
-            1,
-            100,
-        )?;
-        let unhealthy_threshold = in_range(
-            "health_check.unhealthy_threshold",
-            self.unhealthy_threshold.unwrap_or(3),
-            1,
-            100,
-        )?;
-        let expected_statuses = self.expected_statuses.unwrap_or_else(|| vec![200]);
-        if expected_statuses.is_empty() || expected_statuses.len() > MAX_EXPECTED_STATUSES {
-            return Err(ConfigError::new(
-                "health_check.expected_statuses",
-                format!("must list 1 to {MAX_EXPECTED_STATUSES} statuses"),
-            ));
-        }
-        if let Some((i, status)) = expected_statuses
-            .iter()
-            .enumerate()
-            .find(|(_, s)| !(100..=599).contains(*s))
-        {
-            return Err(ConfigError::new(
-                format!("health_check.expected_statuses[{i}]"),
-                format!("must be an HTTP status (100 to 599), got {status}"),
-            ));
-        }
-        let interval_jitter_percent = in_range(
-            "health_check.interval_jitter_percent",
-            self.interval_jitter_percent.unwrap_or(0),
-            0,
-            100,
-        )?;
-        Ok(HealthCheckConfig {
-            path: self.path,
-            authority: self.authority,
-            method,
-            interval_ms,
-            timeout_ms,
-            healthy_threshold,
-            unhealthy_threshold,
-            expected_statuses,
-            interval_jitter_percent,
-            initial_state: self.initial_state.unwrap_or_default(),
-        })
-    }
-}
-
-impl RawOutlierDetection {
-    pub(super) fn validate(self) -> Result<OutlierDetectionConfig, ConfigError> {
-        Ok(OutlierDetectionConfig {
-            consecutive_failures: in_range(
-                "outlier_detection.consecutive_failures",
-                self.consecutive_failures.unwrap_or(5),
-                1,
-                1000,
-            )?,
-            base_ejection_ms: in_range(
-                "outlier_detection.base_ejection_ms",
-                self.base_ejection_ms.unwrap_or(30_000),
-                1,
-                86_400_000,
-            )?,
-            max_ejection_percent: in_range(
-                "outlier_detection.max_ejection_percent",
-                self.max_ejection_percent.unwrap_or(50),
-                0,
-                100,
-            )?,
-        })
-    }
-}
-
-/// The status page's path and allow-list.
-pub(super) fn validate_status(
-    path: Option<String>,
-    allowed: Option<Vec<String>>,
-) -> Result<Option<StatusConfig>, ConfigError> {
+        None => None,
+    };
+    let cidrs = top.optional("status_allowed_cidrs")?;
     let Some(path) = path else {
-        return match allowed {
-            Some(_) => Err(ConfigError::new(
-                "status_allowed_cidrs",
-                "applies only with status_path; set it or remove this",
-            )),
+        return match cidrs {
+            Some(at) => {
+                Err(at.error("applies only with status_path; set it or remove this".to_owned()))
+            }
             None => Ok(None),
         };
     };
-    if !path.starts_with('/')
-        || path.contains('?')
-        || path.len() > super::MAX_NAME_LEN
-        || !path.bytes().all(|c| c.is_ascii_graphic())
-    {
-        return Err(ConfigError::new(
-            "status_path",
-            "must be a path starting with /, without a query, printable ASCII",
-        ));
-    }
-    let allowed = match allowed {
+    let allowed = match cidrs {
         None => vec![
             Cidr::parse("127.0.0.0/8").unwrap_or(Cidr {
                 network: IpAddr::from([127, 0, 0, 1]),
@@ -386,18 +292,22 @@ pub(super) fn validate_status(
                 prefix: 128,
             }),
         ],
-        Some(list) => list
-            .iter()
-            .enumerate()
-            .map(|(i, text)| {
-                Cidr::parse(text).ok_or_else(|| {
-                    ConfigError::new(
-                        format!("status_allowed_cidrs[{i}]"),
-                        format!("\"{text}\" is not an address or address/prefix"),
-                    )
-                })
-            })
-            .collect::<Result<_, _>>()?,
+        Some(at) => {
+            let items = at.array()?;
+            let mut allowed = Vec::with_capacity(items.len());
+            for item in items {
+                let text = item.str()?;
+                match Cidr::parse(text) {
+                    Some(cidr) => allowed.push(cidr),
+                    None => {
+                        return Err(
+                            item.error(format!("\"{text}\" is not an address or address/prefix"))
+                        )
+                    }
+                }
+            }
+            allowed
+        }
     };
     Ok(Some(StatusConfig { path, allowed }))
 }

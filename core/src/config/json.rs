@@ -9,6 +9,11 @@
 //! Not serde's: no `at line L column C` after them (the tree keeps no positions; the path says
 //! where), and JSON's names for the types (`array`, `object`, `a number`).
 //!
+//! The readers check as they read: a value's type, then its range (`u32_in(2..=100)`: ``must
+//! be between 2 and 100, got 1``), in one pass with no intermediate types. An [`Object`] learns
+//! its fields from what its reader asks for, and rejects any other key when finished, so no
+//! list of field names is kept beside the code that reads them.
+//!
 //! Hand-written rather than derived because of the .wasm's size: serde's derive and
 //! serde_path_to_error monomorphise a deserializer per type. Here serde_json's parser is
 //! instantiated once, for [`Json`]; the readers are non-generic but for [`At::choice`] (a short
@@ -19,6 +24,7 @@
 //! `floating point`, without its value.
 
 use std::fmt;
+use std::ops::RangeInclusive;
 
 use serde_core::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
@@ -162,7 +168,9 @@ fn error_at(path: &str, reason: String) -> ConfigError {
     ConfigError::new(field, reason)
 }
 
-/// A value and its path in the document (empty for the document itself).
+/// A value and its path in the document (empty for the document itself). Its readers check the
+/// value's type and, where they take one, its range; [`At::error`] makes any other complaint
+/// about it at its path.
 #[cfg_attr(test, derive(Debug))]
 pub(crate) struct At<'a> {
     value: &'a Json,
@@ -178,7 +186,13 @@ impl<'a> At<'a> {
         }
     }
 
-    fn error(&self, reason: String) -> ConfigError {
+    /// Where the value is: `backends[1].weight`, or empty for the document.
+    pub(crate) fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// An error about this value, at its path.
+    pub(crate) fn error(&self, reason: String) -> ConfigError {
         error_at(&self.path, reason)
     }
 
@@ -190,16 +204,21 @@ impl<'a> At<'a> {
         ))
     }
 
-    /// A string.
-    pub(crate) fn string(self) -> Result<String, ConfigError> {
+    /// A string, borrowed from the document.
+    pub(crate) fn str(&self) -> Result<&'a str, ConfigError> {
         match self.value {
-            Json::Str(s) => Ok(s.clone()),
+            Json::Str(s) => Ok(s),
             _ => Err(self.invalid_type("a string")),
         }
     }
 
+    /// A string.
+    pub(crate) fn string(&self) -> Result<String, ConfigError> {
+        self.str().map(str::to_owned)
+    }
+
     /// `true` or `false`.
-    pub(crate) fn bool(self) -> Result<bool, ConfigError> {
+    pub(crate) fn bool(&self) -> Result<bool, ConfigError> {
         match self.value {
             Json::Bool(b) => Ok(*b),
             _ => Err(self.invalid_type("a boolean")),
@@ -218,26 +237,51 @@ impl<'a> At<'a> {
         }
     }
 
+    /// `n`, unless outside `min..=max`: `must be between <min> and <max>, got <n>`.
+    fn within(&self, n: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+        if (min..=max).contains(&n) {
+            Ok(n)
+        } else {
+            Err(self.error(format!("must be between {min} and {max}, got {n}")))
+        }
+    }
+
     /// An integer in `0..=255`.
-    pub(crate) fn u8(self) -> Result<u8, ConfigError> {
+    pub(crate) fn u8(&self) -> Result<u8, ConfigError> {
         // In range: checked by `integer`.
         self.integer(u8::MAX.into(), "u8").map(|n| n as u8)
     }
 
+    /// An integer in `range`; one outside `0..=255` is a type error, as for [`Self::u8`].
+    pub(crate) fn u8_in(&self, range: RangeInclusive<u8>) -> Result<u8, ConfigError> {
+        let n = self.u8()?;
+        // In range: checked by `within`.
+        self.within(n.into(), (*range.start()).into(), (*range.end()).into())
+            .map(|n| n as u8)
+    }
+
     /// An integer in `0..=65535`.
-    pub(crate) fn u16(self) -> Result<u16, ConfigError> {
+    pub(crate) fn u16(&self) -> Result<u16, ConfigError> {
         // In range: checked by `integer`.
         self.integer(u16::MAX.into(), "u16").map(|n| n as u16)
     }
 
     /// An integer in `0..=u32::MAX`.
-    pub(crate) fn u32(self) -> Result<u32, ConfigError> {
+    pub(crate) fn u32(&self) -> Result<u32, ConfigError> {
         // In range: checked by `integer`.
         self.integer(u32::MAX.into(), "u32").map(|n| n as u32)
     }
 
+    /// An integer in `range`; one outside `0..=u32::MAX` is a type error, as for [`Self::u32`].
+    pub(crate) fn u32_in(&self, range: RangeInclusive<u32>) -> Result<u32, ConfigError> {
+        let n = self.u32()?;
+        // In range: checked by `within`.
+        self.within(n.into(), (*range.start()).into(), (*range.end()).into())
+            .map(|n| n as u32)
+    }
+
     /// Any number, integers included.
-    pub(crate) fn f64(self) -> Result<f64, ConfigError> {
+    pub(crate) fn f64(&self) -> Result<f64, ConfigError> {
         match *self.value {
             Json::Float(f) => Ok(f),
             Json::UInt(n) => Ok(n as f64),
@@ -246,60 +290,47 @@ impl<'a> At<'a> {
         }
     }
 
-    /// The items of an array, each with its path (`backends[1]`).
-    pub(crate) fn array(self) -> Result<Vec<At<'a>>, ConfigError> {
-        let Json::Array(items) = self.value else {
-            return Err(self.invalid_type("an array"));
-        };
-        let mut out = Vec::with_capacity(items.len());
-        for (i, value) in items.iter().enumerate() {
-            out.push(At {
-                value,
-                path: format!("{}[{i}]", self.path),
-            });
+    /// A number in `range`, else `must be between <bounds>`: `bounds` spells the range out,
+    /// as floats are not formatted (see the module documentation).
+    pub(crate) fn f64_in(
+        &self,
+        range: RangeInclusive<f64>,
+        bounds: &str,
+    ) -> Result<f64, ConfigError> {
+        let f = self.f64()?;
+        if range.contains(&f) {
+            Ok(f)
+        } else {
+            Err(self.error(format!("must be between {bounds}")))
         }
-        Ok(out)
     }
 
-    /// An object whose keys are all among `fields`, each at most once. An unknown or repeated
-    /// key is an error at that key's path.
-    pub(crate) fn object(self, fields: &'static [&'static str]) -> Result<Object<'a>, ConfigError> {
-        let Json::Object(members) = self.value else {
-            return Err(self.invalid_type("an object"));
-        };
-        // Bounded: it stops at the first unknown or repeated key, so it looks at no more than
-        // `fields.len() + 1` keys, whatever the object's size.
-        for (index, (key, _)) in members.iter().enumerate() {
-            if !fields.contains(&key.as_str()) {
-                let reason = if fields.is_empty() {
-                    format!("unknown field `{key}`, there are no fields")
-                } else {
-                    format!(
-                        "unknown field `{key}`, expected one of {}",
-                        list(&mut fields.iter().copied())
-                    )
-                };
-                return Err(error_at(&join(&self.path, key), reason));
-            }
-            if members
-                .iter()
-                .take(index)
-                .any(|(earlier, _)| earlier == key)
-            {
-                return Err(error_at(
-                    &join(&self.path, key),
-                    format!("duplicate field `{key}`"),
-                ));
-            }
+    /// The items of an array, each with its path (`backends[1]`) made as it is reached.
+    pub(crate) fn array(&self) -> Result<Items<'a>, ConfigError> {
+        match self.value {
+            Json::Array(items) => Ok(Items {
+                path: self.path.clone(),
+                items: items.iter().enumerate(),
+            }),
+            _ => Err(self.invalid_type("an array")),
         }
-        Ok(Object {
-            path: self.path,
-            members,
-        })
+    }
+
+    /// An object, to be read field by field and then [`Object::finish`]ed.
+    pub(crate) fn object(&self) -> Result<Object<'a>, ConfigError> {
+        match self.value {
+            Json::Object(members) => Ok(Object {
+                path: self.path.clone(),
+                members,
+                known: Vec::new(),
+                missing: None,
+            }),
+            _ => Err(self.invalid_type("an object")),
+        }
     }
 
     /// A string naming one of `options`; the error lists them.
-    pub(crate) fn choice<T: Copy>(self, options: &[(&str, T)]) -> Result<T, ConfigError> {
+    pub(crate) fn choice<T: Copy>(&self, options: &[(&str, T)]) -> Result<T, ConfigError> {
         match options.iter().find(|(name, _)| self.is_str(name)) {
             Some(&(_, value)) => Ok(value),
             None => Err(self.not_one_of(&mut options.iter().map(|(name, _)| *name))),
@@ -308,6 +339,10 @@ impl<'a> At<'a> {
 
     fn is_str(&self, text: &str) -> bool {
         matches!(self.value, Json::Str(s) if s == text)
+    }
+
+    fn is_null(&self) -> bool {
+        matches!(self.value, Json::Null)
     }
 
     /// The error for a value that is not one of `names`.
@@ -322,7 +357,7 @@ impl<'a> At<'a> {
     /// An object with a single key naming one of `names` (an externally tagged variant,
     /// `{"header": "x-user"}`): that name, and the value with its path.
     pub(crate) fn tagged(
-        self,
+        &self,
         names: &'static [&'static str],
     ) -> Result<(&'static str, At<'a>), ConfigError> {
         let expected = || format!("one of {}", list(&mut names.iter().copied()));
@@ -344,76 +379,152 @@ impl<'a> At<'a> {
                     path: join(&self.path, key),
                 },
             )),
-            None => Err(self.error(format!("unknown variant `{key}`, expected {}", expected()))),
+            None => Err(self.unknown_variant(key, names)),
         }
+    }
+
+    /// The error for a tag (see [`Self::tagged`]) that is not one of `names`.
+    pub(crate) fn unknown_variant(&self, tag: &str, names: &[&str]) -> ConfigError {
+        self.error(format!(
+            "unknown variant `{tag}`, expected one of {}",
+            list(&mut names.iter().copied())
+        ))
     }
 }
 
-/// An object checked against its known fields (see [`At::object`]), read field by field.
+/// An array's items (see [`At::array`]).
+pub(crate) struct Items<'a> {
+    path: String,
+    items: std::iter::Enumerate<std::slice::Iter<'a, Json>>,
+}
+
+impl<'a> Iterator for Items<'a> {
+    type Item = At<'a>;
+
+    fn next(&mut self) -> Option<At<'a>> {
+        let (i, value) = self.items.next()?;
+        Some(At {
+            value,
+            path: format!("{}[{i}]", self.path),
+        })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.items.size_hint()
+    }
+}
+
+impl ExactSizeIterator for Items<'_> {}
+
+/// An object being read (see [`At::object`]). It learns its fields from the reads: every name
+/// asked for is a known field, in the order first asked, and [`Self::finish`] rejects any
+/// other key, listing them. So a reader asks for every field, whatever the values of the
+/// others, before it finishes.
 #[cfg_attr(test, derive(Debug))]
 pub(crate) struct Object<'a> {
     path: String,
     members: &'a [(String, Json)],
+    /// The names asked for, in the order first asked.
+    known: Vec<&'static str>,
+    /// The first required field found absent.
+    missing: Option<&'static str>,
 }
 
 impl<'a> Object<'a> {
-    /// The member `name` if present, `null` included.
-    pub(crate) fn get(&self, name: &str) -> Option<At<'a>> {
-        self.members
-            .iter()
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| At {
-                value,
-                path: join(&self.path, name),
-            })
+    /// The member `name` if present, `null` included. A key that appears twice is an error at
+    /// its path.
+    pub(crate) fn get(&mut self, name: &'static str) -> Result<Option<At<'a>>, ConfigError> {
+        if !self.known.contains(&name) {
+            self.known.push(name);
+        }
+        let mut found = self.members.iter().filter(|(key, _)| key == name);
+        let Some((_, value)) = found.next() else {
+            return Ok(None);
+        };
+        let path = join(&self.path, name);
+        if found.next().is_some() {
+            return Err(error_at(&path, format!("duplicate field `{name}`")));
+        }
+        Ok(Some(At { value, path }))
     }
 
     /// The member `name`, unless absent or `null`: `null` means "not set", as it did for
     /// serde's `Option` fields.
-    pub(crate) fn optional(&self, name: &str) -> Option<At<'a>> {
-        self.get(name).filter(|at| !matches!(at.value, Json::Null))
+    pub(crate) fn optional(&mut self, name: &'static str) -> Result<Option<At<'a>>, ConfigError> {
+        Ok(self.get(name)?.filter(|at| !at.is_null()))
     }
 
-    /// The member `name`, which must be present: `missing field` at this object's path.
-    pub(crate) fn required(&self, name: &str) -> Result<At<'a>, ConfigError> {
-        self.get(name)
-            .ok_or_else(|| error_at(&self.path, format!("missing field `{name}`")))
+    /// The member `name`, which must be present. When it is absent, [`Self::finish`] reports
+    /// `missing field` at this object's path, but after any unknown key, as serde did: a
+    /// misspelt name is the likelier mistake, and its message lists the known fields. So the
+    /// caller reads on without it; what it builds is dropped when `finish` fails.
+    pub(crate) fn required(&mut self, name: &'static str) -> Result<Option<At<'a>>, ConfigError> {
+        let at = self.get(name)?;
+        if at.is_none() && self.missing.is_none() {
+            self.missing = Some(name);
+        }
+        Ok(at)
     }
 
-    /// An optional string.
-    pub(crate) fn string(&self, name: &str) -> Result<Option<String>, ConfigError> {
-        self.optional(name).map(At::string).transpose()
-    }
-
-    /// An optional `u8`.
-    pub(crate) fn u8(&self, name: &str) -> Result<Option<u8>, ConfigError> {
-        self.optional(name).map(At::u8).transpose()
-    }
-
-    /// An optional `u32`.
-    pub(crate) fn u32(&self, name: &str) -> Result<Option<u32>, ConfigError> {
-        self.optional(name).map(At::u32).transpose()
-    }
-
-    /// An optional number.
-    pub(crate) fn f64(&self, name: &str) -> Result<Option<f64>, ConfigError> {
-        self.optional(name).map(At::f64).transpose()
-    }
-
-    /// An optional array's items.
-    pub(crate) fn array(&self, name: &str) -> Result<Option<Vec<At<'a>>>, ConfigError> {
-        self.optional(name).map(At::array).transpose()
-    }
-
-    /// An optional object with known `fields`.
-    pub(crate) fn object(
-        &self,
-        name: &str,
-        fields: &'static [&'static str],
-    ) -> Result<Option<Object<'a>>, ConfigError> {
-        match self.optional(name) {
-            Some(at) => at.object(fields).map(Some),
+    /// An optional integer in `range` (see [`At::u8_in`]).
+    pub(crate) fn u8_in(
+        &mut self,
+        name: &'static str,
+        range: RangeInclusive<u8>,
+    ) -> Result<Option<u8>, ConfigError> {
+        match self.optional(name)? {
+            Some(at) => at.u8_in(range).map(Some),
             None => Ok(None),
+        }
+    }
+
+    /// An optional integer in `range` (see [`At::u32_in`]).
+    pub(crate) fn u32_in(
+        &mut self,
+        name: &'static str,
+        range: RangeInclusive<u32>,
+    ) -> Result<Option<u32>, ConfigError> {
+        match self.optional(name)? {
+            Some(at) => at.u32_in(range).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// An optional number in `range` (see [`At::f64_in`]).
+    pub(crate) fn f64_in(
+        &mut self,
+        name: &'static str,
+        range: RangeInclusive<f64>,
+        bounds: &str,
+    ) -> Result<Option<f64>, ConfigError> {
+        match self.optional(name)? {
+            Some(at) => at.f64_in(range, bounds).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Ends the reading: the first key that was never asked for is an unknown field, else the
+    /// first required field absent is missing.
+    pub(crate) fn finish(self) -> Result<(), ConfigError> {
+        // Linear: each key is compared with the few names asked for.
+        if let Some((key, _)) = self
+            .members
+            .iter()
+            .find(|(key, _)| !self.known.contains(&key.as_str()))
+        {
+            let reason = if self.known.is_empty() {
+                format!("unknown field `{key}`, there are no fields")
+            } else {
+                format!(
+                    "unknown field `{key}`, expected one of {}",
+                    list(&mut self.known.iter().copied())
+                )
+            };
+            return Err(error_at(&join(&self.path, key), reason));
+        }
+        match self.missing {
+            Some(name) => Err(error_at(&self.path, format!("missing field `{name}`"))),
+            None => Ok(()),
         }
     }
 }
@@ -431,12 +542,27 @@ mod tests {
     /// The error reading `{"a": <value>}`'s `a` with `read`.
     fn read_a<T: std::fmt::Debug>(
         value: &str,
-        read: fn(At<'static>) -> Result<T, ConfigError>,
+        read: fn(&At<'static>) -> Result<T, ConfigError>,
     ) -> Result<T, ConfigError> {
         // Leaked so that plain `At::u8` and friends fit `read`: a test's few bytes.
         let json: &'static Json = Box::leak(Box::new(doc(&format!(r#"{{"a": {value}}}"#))));
-        let object = At::root(json).object(FIELDS)?;
-        read(object.required("a")?)
+        let mut object = At::root(json).object()?;
+        read(&object.get("a")?.unwrap())
+    }
+
+    /// Reads the document as an object with `FIELDS`, asking for each, and finishes it.
+    fn read_fields(json: &Json) -> Result<(), ConfigError> {
+        let mut object = At::root(json).object()?;
+        for name in FIELDS {
+            object.get(name)?;
+        }
+        object.finish()
+    }
+
+    /// The object at `name` in the document.
+    fn nested<'a>(json: &'a Json, name: &'static str) -> Object<'a> {
+        let mut top = At::root(json).object().unwrap();
+        top.get(name).unwrap().unwrap().object().unwrap()
     }
 
     fn reason<T: std::fmt::Debug>(result: Result<T, ConfigError>) -> String {
@@ -486,43 +612,67 @@ mod tests {
     #[test]
     fn unknown_fields_are_rejected_naming_the_expected_ones() {
         let json = doc(r#"{"a": 1, "c": 2}"#);
-        let err = At::root(&json).object(FIELDS).err().unwrap();
+        let err = read_fields(&json).unwrap_err();
         assert_eq!(err.field, "c");
         assert_eq!(
             err.reason,
             "unknown field `c`, expected one of `a`, `b`, `nested`"
         );
         let json = doc(r#"{"nested": {"x": 1}}"#);
-        let top = At::root(&json).object(FIELDS).unwrap();
-        let err = top.object("nested", &[]).err().unwrap();
+        let err = nested(&json, "nested").finish().unwrap_err();
         assert_eq!(err.field, "nested.x");
         assert_eq!(err.reason, "unknown field `x`, there are no fields");
     }
 
     #[test]
+    fn the_known_fields_are_those_asked_for_in_the_order_first_asked() {
+        let json = doc(r#"{"a": 1, "c": 2}"#);
+        let mut object = At::root(&json).object().unwrap();
+        for name in ["b", "a", "b"] {
+            object.get(name).unwrap();
+        }
+        let err = object.finish().unwrap_err();
+        assert_eq!(err.reason, "unknown field `c`, expected one of `b`, `a`");
+    }
+
+    #[test]
     fn duplicate_keys_are_rejected() {
         let json = doc(r#"{"a": 1, "b": 2, "a": 1}"#);
-        let err = At::root(&json).object(FIELDS).err().unwrap();
+        let err = read_fields(&json).unwrap_err();
         assert_eq!(err.field, "a");
         assert_eq!(err.reason, "duplicate field `a`");
         let json = doc(r#"{"nested": {"a": 1, "a": 2}}"#);
-        let top = At::root(&json).object(FIELDS).unwrap();
-        let err = top.object("nested", FIELDS).err().unwrap();
+        let err = nested(&json, "nested").get("a").unwrap_err();
         assert_eq!(err.field, "nested.a");
     }
 
     #[test]
     fn missing_fields_name_the_object() {
         let json = doc(r#"{"nested": {}}"#);
-        let top = At::root(&json).object(FIELDS).unwrap();
-        let err = top.required("a").err().unwrap();
+        let mut top = At::root(&json).object().unwrap();
+        assert!(top.required("a").unwrap().is_none());
+        top.get("nested").unwrap();
+        let err = top.finish().unwrap_err();
         assert_eq!(
             (err.field.as_str(), err.reason.as_str()),
             ("configuration", "missing field `a`")
         );
-        let nested = top.object("nested", FIELDS).unwrap().unwrap();
-        let err = nested.required("b").err().unwrap();
+        let mut nested = nested(&json, "nested");
+        assert!(nested.required("b").unwrap().is_none());
+        let err = nested.finish().unwrap_err();
         assert_eq!(err.field, "nested");
+    }
+
+    #[test]
+    fn an_unknown_field_is_reported_before_a_missing_one() {
+        let json = doc(r#"{"aa": 1}"#);
+        let mut top = At::root(&json).object().unwrap();
+        assert!(top.required("a").unwrap().is_none());
+        let err = top.finish().unwrap_err();
+        assert_eq!(
+            (err.field.as_str(), err.reason.as_str()),
+            ("aa", "unknown field `aa`, expected one of `a`")
+        );
     }
 
     #[test]
@@ -534,7 +684,7 @@ mod tests {
             ("null", "null"),
         ] {
             let json = doc(text);
-            let err = At::root(&json).object(FIELDS).err().unwrap();
+            let err = At::root(&json).object().unwrap_err();
             assert_eq!(err.field, "configuration");
             assert_eq!(
                 err.reason,
@@ -591,6 +741,41 @@ mod tests {
     }
 
     #[test]
+    fn ranges() {
+        assert_eq!(read_a("2", |at| at.u32_in(2..=100)).unwrap(), 2);
+        assert_eq!(
+            reason(read_a("101", |at| at.u32_in(2..=100))),
+            "must be between 2 and 100, got 101"
+        );
+        // The type first: a value the type cannot hold is not "out of range".
+        assert_eq!(
+            reason(read_a("4294967296", |at| at.u32_in(2..=100))),
+            "invalid value: integer `4294967296`, expected u32"
+        );
+        assert_eq!(read_a("32", |at| at.u8_in(1..=32)).unwrap(), 32);
+        assert_eq!(
+            reason(read_a("0", |at| at.u8_in(1..=32))),
+            "must be between 1 and 32, got 0"
+        );
+        assert_eq!(
+            reason(read_a("300", |at| at.u8_in(1..=128))),
+            "invalid value: integer `300`, expected u8"
+        );
+        assert_eq!(
+            read_a("2", |at| at.f64_in(1.0..=100.0, "1.0 and 100.0")).unwrap(),
+            2.0
+        );
+        assert_eq!(
+            reason(read_a("0.5", |at| at.f64_in(1.0..=100.0, "1.0 and 100.0"))),
+            "must be between 1.0 and 100.0"
+        );
+        assert_eq!(
+            reason(read_a("\"2\"", |at| at.f64_in(1.0..=100.0, "1.0 and 100.0"))),
+            "invalid type: string \"2\", expected a number"
+        );
+    }
+
+    #[test]
     fn numbers_strings_booleans() {
         assert_eq!(read_a("2.5", At::f64).unwrap(), 2.5);
         assert_eq!(read_a("3", At::f64).unwrap(), 3.0);
@@ -619,15 +804,18 @@ mod tests {
     #[test]
     fn arrays_give_each_item_its_path() {
         let json = doc(r#"{"nested": {"b": [1, 2, "x"]}}"#);
-        let top = At::root(&json).object(FIELDS).unwrap();
-        let nested = top.object("nested", FIELDS).unwrap().unwrap();
-        let items = nested.array("b").unwrap().unwrap();
+        let items = nested(&json, "nested")
+            .get("b")
+            .unwrap()
+            .unwrap()
+            .array()
+            .unwrap();
         assert_eq!(items.len(), 3);
-        let err = items.into_iter().map(At::u32).nth(2).unwrap().unwrap_err();
+        let err = items.map(|at| at.u32()).nth(2).unwrap().unwrap_err();
         assert_eq!(err.field, "nested.b[2]");
         assert_eq!(err.reason, "invalid type: string \"x\", expected u32");
         assert_eq!(
-            reason(read_a("{}", At::array).map(|items| items.len())),
+            reason(read_a("{}", |at| at.array().map(|items| items.len()))),
             "invalid type: object, expected an array"
         );
     }
@@ -635,11 +823,11 @@ mod tests {
     #[test]
     fn null_is_unset_for_optional_fields_only() {
         let json = doc(r#"{"a": null}"#);
-        let top = At::root(&json).object(FIELDS).unwrap();
-        assert_eq!(top.u32("a").unwrap(), None);
-        assert_eq!(top.u32("b").unwrap(), None);
-        assert!(top.get("a").is_some());
-        let err = top.required("a").unwrap().u32().unwrap_err();
+        let mut top = At::root(&json).object().unwrap();
+        assert_eq!(top.u32_in("a", 0..=u32::MAX).unwrap(), None);
+        assert_eq!(top.u32_in("b", 0..=u32::MAX).unwrap(), None);
+        assert!(top.get("a").unwrap().is_some());
+        let err = top.required("a").unwrap().unwrap().u32().unwrap_err();
         assert_eq!(err.reason, "invalid type: null, expected u32");
     }
 
@@ -660,7 +848,7 @@ mod tests {
     #[test]
     fn tagged_variants() {
         const NAMES: &[&str] = &["header", "path"];
-        let tag = |at: At<'_>| at.tagged(NAMES).map(|(name, value)| (name, value.path));
+        let tag = |at: &At<'static>| at.tagged(NAMES).map(|(name, value)| (name, value.path));
         assert_eq!(
             read_a(r#"{"path": {}}"#, tag).unwrap(),
             ("path", "a.path".to_owned())
