@@ -1,7 +1,5 @@
-//! The health sections of the configuration: active probes, passive ejection, panic mode and
-//! the status page. Parsed as part of [`super::Config`].
-
-use std::net::IpAddr;
+//! The health sections of the configuration: active probes (`health_check`) and passive
+//! ejection (`outlier_detection`).
 
 use super::json::{At, Object};
 use super::ConfigError;
@@ -73,59 +71,6 @@ pub struct OutlierDetectionConfig {
     pub base_ejection_ms: u32,
     /// Never eject beyond this percent of the primary backends (at least one may always be).
     pub max_ejection_percent: u32,
-}
-
-/// An IP network, `address/prefix`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    network: IpAddr,
-    prefix: u8,
-}
-
-impl Cidr {
-    /// Parses `10.0.0.0/8`, `::1/128`, or a bare address (a single host).
-    pub fn parse(text: &str) -> Option<Self> {
-        let (address, prefix) = match text.split_once('/') {
-            Some((address, prefix)) => (address, Some(prefix.parse::<u8>().ok()?)),
-            None => (text, None),
-        };
-        let network: IpAddr = address.parse().ok()?;
-        let max = if network.is_ipv4() { 32 } else { 128 };
-        let prefix = prefix.unwrap_or(max);
-        (prefix <= max).then_some(Self { network, prefix })
-    }
-
-    /// Whether `ip` lies in this network. An IPv4-mapped IPv6 address matches IPv4 networks.
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-            v4 => v4,
-        };
-        match (self.network, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
-    }
-}
-
-/// The status page: a JSON view of every backend's health, for operators.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StatusConfig {
-    /// Request path that answers with the status (exact match, query string ignored).
-    pub path: String,
-    /// Clients allowed to see it; others get the normal routing.
-    pub allowed: Vec<Cidr>,
 }
 
 /// `initial_state`'s values.
@@ -253,85 +198,135 @@ pub(super) fn read_outlier_detection(
     Ok(Some(config))
 }
 
-/// The status page: `status_path`, and `status_allowed_cidrs` (loopback when absent), which
-/// needs it.
-pub(super) fn read_status(top: &mut Object<'_>) -> Result<Option<StatusConfig>, ConfigError> {
-    let path = match top.optional("status_path")? {
-        Some(at) => {
-            let path = at.string()?;
-            if !path.starts_with('/')
-                || path.contains('?')
-                || path.len() > super::MAX_NAME_LEN
-                || !path.bytes().all(|c| c.is_ascii_graphic())
-            {
-                return Err(at.error(
-                    "must be a path starting with /, without a query, printable ASCII".to_owned(),
-                ));
-            }
-            Some(path)
-        }
-        None => None,
-    };
-    let cidrs = top.optional("status_allowed_cidrs")?;
-    let Some(path) = path else {
-        return match cidrs {
-            Some(at) => {
-                Err(at.error("applies only with status_path; set it or remove this".to_owned()))
-            }
-            None => Ok(None),
-        };
-    };
-    let allowed = match cidrs {
-        None => vec![
-            Cidr::parse("127.0.0.0/8").unwrap_or(Cidr {
-                network: IpAddr::from([127, 0, 0, 1]),
-                prefix: 8,
-            }),
-            Cidr::parse("::1/128").unwrap_or(Cidr {
-                network: IpAddr::from([0, 0, 0, 0, 0, 0, 0, 1]),
-                prefix: 128,
-            }),
-        ],
-        Some(at) => {
-            let items = at.array()?;
-            let mut allowed = Vec::with_capacity(items.len());
-            for item in items {
-                let text = item.str()?;
-                match Cidr::parse(text) {
-                    Some(cidr) => allowed.push(cidr),
-                    None => {
-                        return Err(
-                            item.error(format!("\"{text}\" is not an address or address/prefix"))
-                        )
-                    }
-                }
-            }
-            allowed
-        }
-    };
-    Ok(Some(StatusConfig { path, allowed }))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::tests::{parse, rejected, A};
 
     #[test]
-    fn cidrs() {
-        let loopback = Cidr::parse("127.0.0.0/8").unwrap();
-        assert!(loopback.contains("127.1.2.3".parse().unwrap()));
-        assert!(!loopback.contains("128.0.0.1".parse().unwrap()));
-        assert!(loopback.contains("::ffff:127.0.0.1".parse().unwrap()));
-        let host = Cidr::parse("10.1.2.3").unwrap();
-        assert!(host.contains("10.1.2.3".parse().unwrap()));
-        assert!(!host.contains("10.1.2.4".parse().unwrap()));
-        let v6 = Cidr::parse("2001:db8::/32").unwrap();
-        assert!(v6.contains("2001:db8:1::5".parse().unwrap()));
-        assert!(!v6.contains("10.0.0.1".parse().unwrap()));
-        let everyone = Cidr::parse("0.0.0.0/0").unwrap();
-        assert!(everyone.contains("8.8.8.8".parse().unwrap()));
-        for bad in ["10.0.0.0/33", "::/129", "nonsense", "10.0.0.0/x", ""] {
-            assert_eq!(Cidr::parse(bad), None, "{bad}");
+    fn health_sections_parse_with_defaults() {
+        let config = parse(&format!(
+            r#"{{"health_check": {{"path": "/healthz"}}, "outlier_detection": {{}}, {A}}}"#
+        ))
+        .unwrap();
+        assert_eq!(
+            config.health_check,
+            Some(HealthCheckConfig::defaults_for_tests())
+        );
+        assert_eq!(
+            config.outlier_detection,
+            Some(OutlierDetectionConfig {
+                consecutive_failures: 5,
+                base_ejection_ms: 30_000,
+                max_ejection_percent: 50,
+            })
+        );
+        assert_eq!(config.panic_threshold_percent, 50);
+        assert_eq!(config.status, None);
+        let bare = parse(&format!("{{{A}}}")).unwrap();
+        assert_eq!((bare.health_check, bare.outlier_detection), (None, None));
+    }
+
+    #[test]
+    fn health_sections_in_full() {
+        let config = parse(
+            r#"{"health_check": {"path": "/ready", "authority": "svc.local", "method": "HEAD",
+                 "interval_ms": 250, "timeout_ms": 100, "healthy_threshold": 1, "unhealthy_threshold": 2,
+                 "expected_statuses": [200, 204], "interval_jitter_percent": 10, "initial_state": "unhealthy"},
+                "panic_threshold_percent": 0, "status_path": "/.eisodos/status",
+                "status_allowed_cidrs": ["10.0.0.0/8", "::1"],
+                "backends": [{"cluster": "a"}, {"cluster": "b", "backup": true}]}"#,
+        )
+        .unwrap();
+        let check = config.health_check.unwrap();
+        assert_eq!(check.initial_state, InitialState::Unhealthy);
+        assert_eq!(check.expected_statuses, [200, 204]);
+        assert_eq!(check.authority.as_deref(), Some("svc.local"));
+        assert!(config.backends[1].backup && !config.backends[0].backup);
+        let status = config.status.unwrap();
+        assert_eq!(status.path, "/.eisodos/status");
+        assert_eq!(status.allowed.len(), 2);
+    }
+
+    #[test]
+    fn health_sections_are_validated() {
+        for (fields, field) in [
+            (r#""health_check": {}"#, "health_check"),
+            (
+                r#""health_check": {"path": "healthz"}"#,
+                "health_check.path",
+            ),
+            (
+                r#""health_check": {"path": "/h", "method": "get"}"#,
+                "health_check.method",
+            ),
+            (
+                r#""health_check": {"path": "/h", "interval_ms": 50}"#,
+                "health_check.interval_ms",
+            ),
+            (
+                r#""health_check": {"path": "/h", "timeout_ms": 0}"#,
+                "health_check.timeout_ms",
+            ),
+            (
+                r#""health_check": {"path": "/h", "healthy_threshold": 0}"#,
+                "health_check.healthy_threshold",
+            ),
+            (
+                r#""health_check": {"path": "/h", "unhealthy_threshold": 101}"#,
+                "health_check.unhealthy_threshold",
+            ),
+            (
+                r#""health_check": {"path": "/h", "expected_statuses": []}"#,
+                "health_check.expected_statuses",
+            ),
+            (
+                r#""health_check": {"path": "/h", "expected_statuses": [200, 99]}"#,
+                "health_check.expected_statuses[1]",
+            ),
+            (
+                r#""health_check": {"path": "/h", "interval_jitter_percent": 101}"#,
+                "health_check.interval_jitter_percent",
+            ),
+            (
+                r#""health_check": {"path": "/h", "initial_state": "maybe"}"#,
+                "health_check.initial_state",
+            ),
+            (
+                r#""health_check": {"path": "/h", "intervall_ms": 5}"#,
+                "health_check.intervall_ms",
+            ),
+            (
+                r#""outlier_detection": {"consecutive_failures": 0}"#,
+                "outlier_detection.consecutive_failures",
+            ),
+            (
+                r#""outlier_detection": {"max_ejection_percent": 101}"#,
+                "outlier_detection.max_ejection_percent",
+            ),
+            (
+                r#""outlier_detection": {"base_ejection_ms": 0}"#,
+                "outlier_detection.base_ejection_ms",
+            ),
+            (
+                r#""panic_threshold_percent": 101"#,
+                "panic_threshold_percent",
+            ),
+            (r#""status_path": "status""#, "status_path"),
+            (
+                r#""status_path": "/s", "status_allowed_cidrs": ["10.0.0.0/40"]"#,
+                "status_allowed_cidrs[0]",
+            ),
+            (
+                r#""status_allowed_cidrs": ["10.0.0.0/8"]"#,
+                "status_allowed_cidrs",
+            ),
+        ] {
+            let err = rejected(&format!("{{{fields}, {A}}}"));
+            assert_eq!(err.field, field, "{fields}: {err}");
         }
+        let err = rejected(r#"{"backends": [{"cluster": "a", "backup": true}]}"#);
+        assert_eq!(err.field, "backends");
+        assert!(err.reason.contains("backup"), "{err}");
     }
 }

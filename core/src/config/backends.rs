@@ -1,0 +1,173 @@
+//! `backends`: the Envoy clusters requests are spread over.
+
+use std::collections::HashMap;
+
+use super::json::Object;
+use super::{ConfigError, MAX_NAME_LEN};
+
+/// Most backends one filter balances over. Keeps per-configuration memory bounded.
+pub const MAX_BACKENDS: usize = 1000;
+/// Backend weights lie in `1..=MAX_WEIGHT`.
+pub const MAX_WEIGHT: u32 = 1000;
+
+/// A backend: an Envoy cluster and its weight.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    /// The Envoy cluster the request goes to; written into the cluster header.
+    pub cluster: String,
+    /// Relative share of requests, `1..=MAX_WEIGHT`.
+    pub weight: u32,
+    /// Takes traffic only when no primary backend is healthy.
+    pub backup: bool,
+}
+
+/// `backends`: 1 to [`MAX_BACKENDS`] distinct clusters, not all backups.
+pub(super) fn read(top: &mut Object<'_>) -> Result<Vec<Backend>, ConfigError> {
+    let Some(at) = top.required("backends")? else {
+        // `top.finish()` reports it missing.
+        return Ok(Vec::new());
+    };
+    let items = at.array()?;
+    if items.len() == 0 {
+        return Err(at.error("is empty; at least one backend is required".to_owned()));
+    }
+    if items.len() > MAX_BACKENDS {
+        return Err(at.error(format!(
+            "has {} entries; at most {MAX_BACKENDS} are supported",
+            items.len()
+        )));
+    }
+    let mut backends = Vec::with_capacity(items.len());
+    let mut seen: HashMap<&str, usize> = HashMap::with_capacity(items.len());
+    for (i, item) in items.enumerate() {
+        let mut backend = item.object()?;
+        let cluster = match backend.required("cluster")? {
+            Some(cluster) => {
+                let name = cluster.str()?;
+                if let Some(reason) = cluster_name_problem(name) {
+                    return Err(cluster.error(reason));
+                }
+                if let Some(first) = seen.insert(name, i) {
+                    return Err(cluster.error(format!(
+                        "duplicate cluster \"{name}\" (already {}[{first}])",
+                        at.path()
+                    )));
+                }
+                name.to_owned()
+            }
+            // `backend.finish()` reports it missing.
+            None => String::new(),
+        };
+        // Defaults without `Option` in serde's day: `null` is a type error.
+        let weight = match backend.get("weight")? {
+            Some(weight) => weight.u32_in(1..=MAX_WEIGHT)?,
+            None => 1,
+        };
+        let backup = match backend.get("backup")? {
+            Some(backup) => backup.bool()?,
+            None => false,
+        };
+        backend.finish()?;
+        backends.push(Backend {
+            cluster,
+            weight,
+            backup,
+        });
+    }
+    if backends.iter().all(|backend| backend.backup) {
+        return Err(at.error(
+            "are all backups; at least one must be a primary (\"backup\": false)".to_owned(),
+        ));
+    }
+    Ok(backends)
+}
+
+/// Why `name` cannot be a cluster name, if it cannot.
+fn cluster_name_problem(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("is empty".into());
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Some(format!("is longer than {MAX_NAME_LEN} bytes"));
+    }
+    // The name travels in a header value: printable ASCII without spaces keeps it intact.
+    if !name.bytes().all(|c| c.is_ascii_graphic()) {
+        return Some(format!(
+            "\"{}\" has a character that cannot go in a header (printable ASCII without spaces only)",
+            name.escape_default()
+        ));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::tests::{parse, rejected};
+
+    #[test]
+    fn no_backends() {
+        let err = rejected(r#"{"backends": []}"#);
+        assert_eq!(err.field, "backends");
+        let err = rejected(r#"{"policy": "round_robin"}"#);
+        assert_eq!(err.field, "configuration");
+        assert!(err.reason.contains("missing field `backends`"), "{err}");
+    }
+
+    #[test]
+    fn too_many_backends() {
+        let backends: Vec<String> = (0..=MAX_BACKENDS)
+            .map(|i| format!(r#"{{"cluster": "c{i}"}}"#))
+            .collect();
+        let err = rejected(&format!(r#"{{"backends": [{}]}}"#, backends.join(",")));
+        assert_eq!(err.field, "backends");
+    }
+
+    #[test]
+    fn duplicate_cluster() {
+        let err =
+            rejected(r#"{"backends": [{"cluster": "a"}, {"cluster": "b"}, {"cluster": "a"}]}"#);
+        assert_eq!(err.field, "backends[2].cluster");
+        assert!(err.reason.contains("duplicate"), "{err}");
+        assert!(err.reason.contains("backends[0]"), "{err}");
+    }
+
+    #[test]
+    fn weight_out_of_range() {
+        for weight in ["0", "1001"] {
+            let json = format!(
+                r#"{{"backends": [{{"cluster": "a"}}, {{"cluster": "b", "weight": {weight}}}]}}"#
+            );
+            let err = rejected(&json);
+            assert_eq!(err.field, "backends[1].weight");
+            assert!(err.reason.contains("between 1 and 1000"), "{err}");
+        }
+        for weight in ["-1", "1.5", "\"2\"", "99999999999"] {
+            let json = format!(r#"{{"backends": [{{"cluster": "a", "weight": {weight}}}]}}"#);
+            assert_eq!(rejected(&json).field, "backends[0].weight", "{weight}");
+        }
+    }
+
+    #[test]
+    fn weights_at_the_bounds_are_accepted() {
+        parse(r#"{"backends": [{"cluster": "a", "weight": 1}, {"cluster": "b", "weight": 1000}]}"#)
+            .unwrap();
+    }
+
+    #[test]
+    fn unknown_field_in_a_backend() {
+        let err = rejected(r#"{"backends": [{"cluster": "a", "wieght": 2}]}"#);
+        assert_eq!(err.field, "backends[0].wieght");
+    }
+
+    #[test]
+    fn bad_cluster_names() {
+        for name in ["", "has space", "new\nline", "caf\u{e9}"] {
+            let json = serde_json::json!({"backends": [{"cluster": name}]}).to_string();
+            assert_eq!(rejected(&json).field, "backends[0].cluster", "{name:?}");
+        }
+        let long = "a".repeat(MAX_NAME_LEN + 1);
+        let json = serde_json::json!({"backends": [{"cluster": long}]}).to_string();
+        assert_eq!(rejected(&json).field, "backends[0].cluster");
+    }
+}
