@@ -247,7 +247,7 @@ impl<'a> At<'a> {
     }
 
     /// An integer in `0..=255`.
-    pub(crate) fn u8(&self) -> Result<u8, ConfigError> {
+    fn u8(&self) -> Result<u8, ConfigError> {
         // In range: checked by `integer`.
         self.integer(u8::MAX.into(), "u8").map(|n| n as u8)
     }
@@ -267,7 +267,7 @@ impl<'a> At<'a> {
     }
 
     /// An integer in `0..=u32::MAX`.
-    pub(crate) fn u32(&self) -> Result<u32, ConfigError> {
+    fn u32(&self) -> Result<u32, ConfigError> {
         // In range: checked by `integer`.
         self.integer(u32::MAX.into(), "u32").map(|n| n as u32)
     }
@@ -421,6 +421,7 @@ impl ExactSizeIterator for Items<'_> {}
 /// other key, listing them. So a reader asks for every field, whatever the values of the
 /// others, before it finishes.
 #[cfg_attr(test, derive(Debug))]
+#[must_use = "an object's unknown keys are rejected only by `finish`"]
 pub(crate) struct Object<'a> {
     path: String,
     members: &'a [(String, Json)],
