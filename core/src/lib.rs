@@ -10,6 +10,7 @@ pub mod cas;
 pub mod config;
 pub mod health;
 pub mod inflight;
+pub mod ip;
 mod json_out;
 pub mod memory_store;
 pub mod policy;

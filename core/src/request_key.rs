@@ -8,6 +8,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use crate::config::{HashSource, IpHashConfig};
+use crate::ip;
 
 /// Longest key hashed; longer ones count as absent.
 pub const MAX_KEY_LEN: usize = 4096;
@@ -53,10 +54,10 @@ pub fn extract(sources: &[HashSource], request: &dyn RequestView) -> Option<Vec<
 pub fn ip_key(source_address: &str, config: IpHashConfig) -> Option<Vec<u8>> {
     let masked = match client_ip(source_address)? {
         IpAddr::V4(ip) => IpAddr::V4(Ipv4Addr::from(
-            u32::from(ip) & prefix_mask_32(config.ipv4_prefix),
+            u32::from(ip) & ip::mask_v4(config.ipv4_prefix),
         )),
         IpAddr::V6(ip) => IpAddr::V6(Ipv6Addr::from(
-            u128::from(ip) & prefix_mask_128(config.ipv6_prefix),
+            u128::from(ip) & ip::mask_v6(config.ipv6_prefix),
         )),
     };
     Some(masked.to_string().into_bytes())
@@ -110,22 +111,7 @@ pub fn client_ip(address: &str) -> Option<IpAddr> {
         .map(|socket| socket.ip())
         .or_else(|_| address.parse::<IpAddr>())
         .ok()?;
-    Some(match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
-    })
-}
-
-fn prefix_mask_32(prefix: u8) -> u32 {
-    u32::MAX
-        .checked_shl(32_u32.saturating_sub(u32::from(prefix)))
-        .unwrap_or(0)
-}
-
-fn prefix_mask_128(prefix: u8) -> u128 {
-    u128::MAX
-        .checked_shl(128_u32.saturating_sub(u32::from(prefix)))
-        .unwrap_or(0)
+    Some(ip::canonical(ip))
 }
 
 /// The value of cookie `name` in a `cookie` header (`a=1; b=2`).

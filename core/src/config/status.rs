@@ -4,6 +4,7 @@ use std::net::IpAddr;
 
 use super::json::Object;
 use super::ConfigError;
+use crate::ip;
 
 /// An IP network, `address/prefix`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,21 +28,13 @@ impl Cidr {
 
     /// Whether `ip` lies in this network. An IPv4-mapped IPv6 address matches IPv4 networks.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-            v4 => v4,
-        };
-        match (self.network, ip) {
+        match (self.network, ip::canonical(ip)) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
+                let mask = ip::mask_v4(self.prefix);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
+                let mask = ip::mask_v6(self.prefix);
                 u128::from(net) & mask == u128::from(ip) & mask
             }
             _ => false,
