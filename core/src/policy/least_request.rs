@@ -23,7 +23,7 @@ pub struct LeastRequest {
 impl LeastRequest {
     /// Selection for backends with `weights`, tuned by `config`.
     pub fn new(weights: &[u32], config: LeastRequestConfig) -> Self {
-        let equal = weights.windows(2).all(|pair| pair.first() == pair.last());
+        let equal = super::all_equal(weights);
         Self {
             choice_count: usize::try_from(config.choice_count.min(MAX_CHOICE_COUNT)).unwrap_or(2),
             bias: config.active_request_bias,

@@ -12,3 +12,8 @@ pub use least_request::LeastRequest;
 pub use peak_ewma::PeakEwma;
 pub use random::WeightedRandom;
 pub use round_robin::Rotation;
+
+/// Whether every weight is the same (then the policies skip their weighted arithmetic).
+pub(crate) fn all_equal(weights: &[u32]) -> bool {
+    weights.windows(2).all(|pair| pair.first() == pair.last())
+}

@@ -13,7 +13,7 @@ pub struct WeightedRandom {
 impl WeightedRandom {
     /// Selection for backends with `weights`.
     pub fn new(weights: &[u32]) -> Self {
-        let equal = weights.windows(2).all(|pair| pair.first() == pair.last());
+        let equal = super::all_equal(weights);
         let cumulative = if equal {
             Vec::new()
         } else {
