@@ -215,14 +215,15 @@ impl Balancer {
     /// Chooses the backend for one request. Shared-data trouble degrades the balance (see
     /// [`crate::ticket::TicketSource`] and [`crate::inflight`]), never the request.
     pub fn choose(&self, store: &dyn SharedStore, request: &dyn RequestView) -> Decision<'_> {
-        let candidates = Rc::clone(&self.worker.borrow().candidates);
-        if let Err(refusal) = candidates.admit() {
-            return self.refuse(refusal);
-        }
         let picked = {
+            // Held across the pick's shared-data calls: the host calls back into the VM only
+            // to allocate, which touches no balancer.
             let mut worker = self.worker.borrow_mut();
-            self.policy
-                .pick(store, request, &candidates, &mut worker.rng)
+            let Worker { rng, candidates } = &mut *worker;
+            if let Err(refusal) = candidates.admit() {
+                return self.refuse(refusal);
+            }
+            self.policy.pick(store, request, candidates, rng)
         };
         match picked {
             Picked::Backend {
