@@ -93,7 +93,7 @@ pub struct Tick<'a> {
 
 /// What a passive health report changed, for the log.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Reported {
+pub struct Report {
     /// The backend's change (an ejection).
     pub change: Option<Change>,
     /// The selection mode changed from the first to the second (this worker stopped sending
@@ -299,7 +299,7 @@ impl Balancer {
         index: usize,
         failed: bool,
         now_ms: u64,
-    ) -> Reported {
+    ) -> Report {
         self.report_with_clock(store, index, failed, &|| now_ms)
     }
 
@@ -311,16 +311,16 @@ impl Balancer {
         index: usize,
         failed: bool,
         clock: &dyn Fn() -> u64,
-    ) -> Reported {
+    ) -> Report {
         let Some(monitor) = &self.monitor else {
-            return Reported::default();
+            return Report::default();
         };
         if !self.wants_reports() || (!failed && monitor.clean(index)) {
-            return Reported::default();
+            return Report::default();
         }
         let report = monitor.report(&self.plan.config, store, index, failed, clock());
         self.adopt(report.followed.selection);
-        Reported {
+        Report {
             change: report.change,
             mode_change: report.followed.mode_change,
         }

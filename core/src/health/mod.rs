@@ -9,6 +9,6 @@ pub mod record;
 pub mod selection;
 
 pub use machine::{Change, ProbeResult};
-pub use monitor::{Followed, Monitor, MonitorKeys, MonitorTick, Report};
+pub use monitor::{Followed, Monitor, MonitorKeys, MonitorReport, MonitorTick};
 pub use record::{BackendHealth, HealthRecord, HealthStore};
 pub use selection::{Mode, Selection};

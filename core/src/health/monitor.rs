@@ -44,7 +44,7 @@ pub struct MonitorTick {
 
 /// What one passive report did.
 #[derive(Debug, Default)]
-pub struct Report {
+pub struct MonitorReport {
     /// The backend's change of health, if any (an ejection).
     pub change: Option<Change>,
     /// What following the record this VM wrote changed.
@@ -178,9 +178,9 @@ impl Monitor {
         index: usize,
         failed: bool,
         now_ms: u64,
-    ) -> Report {
+    ) -> MonitorReport {
         let Some(outlier) = &config.outlier_detection else {
-            return Report::default();
+            return MonitorReport::default();
         };
         let mut change = None;
         let written = self.store.update(store, |record| {
@@ -198,7 +198,7 @@ impl Monitor {
             change = machine::record_request(backend, failed, now_ms, outlier, may_eject);
             *backend != before
         });
-        let mut report = Report {
+        let mut report = MonitorReport {
             change,
             followed: Followed::default(),
         };
