@@ -11,9 +11,12 @@
 //! Memory the host returns (header values, shared data, properties) is allocated in the VM by
 //! `proxy_on_memory_allocate` as a `Vec<u8>` of exactly the requested size, and taken back here
 //! with `Vec::from_raw_parts(ptr, size, size)`, the same layout.
+//!
+//! The host calls themselves exist only on `wasm32`; the types and the encoding are compiled
+//! natively too, for the unit tests, where the parts only the calls use are unused.
+#![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
 use std::mem::MaybeUninit;
-use std::ptr::null_mut;
 
 /// A host call's status (proxy-wasm `WasmResult`), kept as the host's number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,290 +66,10 @@ pub enum LogLevel {
     Critical = 5,
 }
 
-/// Header maps the host gives access to.
-#[derive(Debug, Clone, Copy)]
-pub enum MapType {
-    /// The request headers of the current stream.
-    RequestHeaders = 0,
-    /// The response headers of a `dispatch_http_call` answer.
-    HttpCallResponseHeaders = 6,
-}
-
 /// What a stream callback tells Envoy: go on with the filter chain.
 pub const CONTINUE: u32 = 0;
 /// What a stream callback tells Envoy: stop here (the filter answered locally).
 pub const PAUSE: u32 = 1;
-
-/// `proxy_get_buffer_bytes`' plugin configuration buffer.
-const PLUGIN_CONFIGURATION: u32 = 7;
-/// `proxy_define_metric`'s gauge type.
-const GAUGE: u32 = 1;
-
-#[link(wasm_import_module = "env")]
-extern "C" {
-    fn proxy_log(level: u32, message: *const u8, size: usize) -> u32;
-    fn proxy_get_log_level(level: *mut u32) -> u32;
-    fn proxy_get_current_time_nanoseconds(time: *mut u64) -> u32;
-    fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
-    fn proxy_get_buffer_bytes(
-        buffer: u32,
-        start: usize,
-        max_size: usize,
-        data: *mut *mut u8,
-        size: *mut usize,
-    ) -> u32;
-    fn proxy_get_header_map_value(
-        map: u32,
-        key: *const u8,
-        key_size: usize,
-        value: *mut *mut u8,
-        value_size: *mut usize,
-    ) -> u32;
-    fn proxy_replace_header_map_value(
-        map: u32,
-        key: *const u8,
-        key_size: usize,
-        value: *const u8,
-        value_size: usize,
-    ) -> u32;
-    fn proxy_send_local_response(
-        status: u32,
-        details: *const u8,
-        details_size: usize,
-        body: *const u8,
-        body_size: usize,
-        headers: *const u8,
-        headers_size: usize,
-        grpc_status: i32,
-    ) -> u32;
-    fn proxy_get_property(
-        path: *const u8,
-        path_size: usize,
-        value: *mut *mut u8,
-        value_size: *mut usize,
-    ) -> u32;
-    fn proxy_get_shared_data(
-        key: *const u8,
-        key_size: usize,
-        value: *mut *mut u8,
-        value_size: *mut usize,
-        cas: *mut u32,
-    ) -> u32;
-    fn proxy_set_shared_data(
-        key: *const u8,
-        key_size: usize,
-        value: *const u8,
-        value_size: usize,
-        cas: u32,
-    ) -> u32;
-    fn proxy_http_call(
-        upstream: *const u8,
-        upstream_size: usize,
-        headers: *const u8,
-        headers_size: usize,
-        body: *const u8,
-        body_size: usize,
-        trailers: *const u8,
-        trailers_size: usize,
-        timeout_ms: u32,
-        token: *mut u32,
-    ) -> u32;
-    fn proxy_define_metric(kind: u32, name: *const u8, name_size: usize, id: *mut u32) -> u32;
-    fn proxy_record_metric(id: u32, value: u64) -> u32;
-}
-
-fn check(status: u32) -> Result<(), Status> {
-    if status == Status::OK {
-        Ok(())
-    } else {
-        Err(Status(status))
-    }
-}
-
-/// Takes ownership of bytes the host allocated through `proxy_on_memory_allocate`.
-///
-/// # Safety
-/// `data` is null, or came from `proxy_on_memory_allocate(size)` and is not used elsewhere.
-unsafe fn take_bytes(data: *mut u8, size: usize) -> Vec<u8> {
-    if data.is_null() || size == 0 {
-        return Vec::new();
-    }
-    // SAFETY: per the contract above, a Vec<u8> of capacity `size` was leaked at `data`.
-    unsafe { Vec::from_raw_parts(data, size, size) }
-}
-
-/// A read that returns host-allocated bytes: `Ok(None)` when the host says `NotFound`.
-fn read(call: impl FnOnce(*mut *mut u8, *mut usize) -> u32) -> Result<Option<Vec<u8>>, Status> {
-    let mut data: *mut u8 = null_mut();
-    let mut size: usize = 0;
-    let status = call(&mut data, &mut size);
-    // SAFETY: the host fills `data`/`size` from `proxy_on_memory_allocate` (or leaves null).
-    let bytes = unsafe { take_bytes(data, size) };
-    match status {
-        Status::OK => Ok(Some(bytes)),
-        Status::NOT_FOUND => Ok(None),
-        other => Err(Status(other)),
-    }
-}
-
-/// Memory the host asks for, to return data into (exported as `proxy_on_memory_allocate`).
-pub fn allocate(size: usize) -> *mut u8 {
-    let mut buffer: Vec<MaybeUninit<u8>> = Vec::with_capacity(size);
-    // SAFETY: `MaybeUninit` needs no initialisation; the host writes the bytes.
-    unsafe { buffer.set_len(size) };
-    // A boxed slice has exactly `size` bytes of capacity, the layout `take_bytes` frees with.
-    Box::into_raw(buffer.into_boxed_slice()).cast::<u8>()
-}
-
-/// Writes a line to Envoy's log.
-pub fn log(level: LogLevel, message: &str) -> Result<(), Status> {
-    // SAFETY: pointer and length of a live str.
-    check(unsafe { proxy_log(level as u32, message.as_ptr(), message.len()) })
-}
-
-/// Envoy's current log level for Wasm.
-pub fn log_level() -> Result<LogLevel, Status> {
-    let mut level = 0;
-    // SAFETY: a valid out-pointer.
-    check(unsafe { proxy_get_log_level(&mut level) })?;
-    Ok(match level {
-        0 => LogLevel::Trace,
-        1 => LogLevel::Debug,
-        2 => LogLevel::Info,
-        3 => LogLevel::Warn,
-        4 => LogLevel::Error,
-        _ => LogLevel::Critical,
-    })
-}
-
-/// Nanoseconds since the Unix epoch by Envoy's clock.
-pub fn current_time_ns() -> Result<u64, Status> {
-    let mut time = 0;
-    // SAFETY: a valid out-pointer.
-    check(unsafe { proxy_get_current_time_nanoseconds(&mut time) })?;
-    Ok(time)
-}
-
-/// Sets the root context's tick period (0 stops it).
-pub fn set_tick_period_ms(period: u32) -> Result<(), Status> {
-    // SAFETY: no pointers.
-    check(unsafe { proxy_set_tick_period_milliseconds(period) })
-}
-
-/// The plugin configuration bytes (`size` as `proxy_on_configure` gave it).
-pub fn plugin_configuration(size: usize) -> Result<Vec<u8>, Status> {
-    read(|data, out_size| {
-        // SAFETY: valid out-pointers.
-        unsafe { proxy_get_buffer_bytes(PLUGIN_CONFIGURATION, 0, size, data, out_size) }
-    })
-    .map(Option::unwrap_or_default)
-}
-
-/// A header's value as bytes (not necessarily UTF-8); `None` when absent.
-pub fn header(map: MapType, name: &str) -> Result<Option<Vec<u8>>, Status> {
-    read(|data, size| {
-        // SAFETY: pointer and length of a live str, valid out-pointers.
-        unsafe { proxy_get_header_map_value(map as u32, name.as_ptr(), name.len(), data, size) }
-    })
-}
-
-/// Sets a header, replacing any value it had.
-pub fn set_header(map: MapType, name: &str, value: &str) -> Result<(), Status> {
-    // SAFETY: pointers and lengths of live strs.
-    check(unsafe {
-        proxy_replace_header_map_value(
-            map as u32,
-            name.as_ptr(),
-            name.len(),
-            value.as_ptr(),
-            value.len(),
-        )
-    })
-}
-
-/// Answers the current request locally.
-pub fn send_response(status: u32, headers: &[(&str, &str)], body: &[u8]) -> Result<(), Status> {
-    let headers = serialize_map(headers);
-    // SAFETY: pointers and lengths of live buffers.
-    check(unsafe {
-        proxy_send_local_response(
-            status,
-            std::ptr::null(),
-            0,
-            body.as_ptr(),
-            body.len(),
-            headers.as_ptr(),
-            headers.len(),
-            -1,
-        )
-    })
-}
-
-/// A property (`["source", "address"]`, `["response", "code"]`); `None` when absent.
-pub fn property(path: &[&str]) -> Result<Option<Vec<u8>>, Status> {
-    let path = path.join("\0");
-    read(|data, size| {
-        // SAFETY: pointer and length of a live String, valid out-pointers.
-        unsafe { proxy_get_property(path.as_ptr(), path.len(), data, size) }
-    })
-}
-
-/// A shared-data value and its cas; `None` when the key does not exist.
-pub fn shared_data(key: &str) -> Result<Option<(Vec<u8>, u32)>, Status> {
-    let mut cas = 0;
-    let value = read(|data, size| {
-        // SAFETY: pointer and length of a live str, valid out-pointers.
-        unsafe { proxy_get_shared_data(key.as_ptr(), key.len(), data, size, &mut cas) }
-    })?;
-    Ok(value.map(|bytes| (bytes, cas)))
-}
-
-/// Writes a shared-data value; with `cas` other than 0, only if the key's cas still matches
-/// (Envoy checks it only on keys that exist). A lost race is `Err(Status::CAS_MISMATCH)`.
-pub fn set_shared_data(key: &str, value: &[u8], cas: u32) -> Result<(), Status> {
-    // SAFETY: pointers and lengths of live buffers.
-    check(unsafe {
-        proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas)
-    })
-}
-
-/// Sends an HTTP request to `cluster`; the answer arrives in `proxy_on_http_call_response`
-/// with the returned token.
-pub fn http_call(cluster: &str, headers: &[(&str, &str)], timeout_ms: u32) -> Result<u32, Status> {
-    let headers = serialize_map(headers);
-    let trailers = serialize_map(&[]);
-    let mut token = 0;
-    // SAFETY: pointers and lengths of live buffers, a valid out-pointer.
-    check(unsafe {
-        proxy_http_call(
-            cluster.as_ptr(),
-            cluster.len(),
-            headers.as_ptr(),
-            headers.len(),
-            std::ptr::null(),
-            0,
-            trailers.as_ptr(),
-            trailers.len(),
-            timeout_ms,
-            &mut token,
-        )
-    })?;
-    Ok(token)
-}
-
-/// Defines (or finds again) a gauge; returns its id.
-pub fn define_gauge(name: &str) -> Result<u32, Status> {
-    let mut id = 0;
-    // SAFETY: pointer and length of a live str, a valid out-pointer.
-    check(unsafe { proxy_define_metric(GAUGE, name.as_ptr(), name.len(), &mut id) })?;
-    Ok(id)
-}
-
-/// Sets a gauge.
-pub fn record_metric(id: u32, value: u64) -> Result<(), Status> {
-    // SAFETY: no pointers.
-    check(unsafe { proxy_record_metric(id, value) })
-}
 
 /// The ABI's header-map encoding: the count, each name and value length (u32 little-endian),
 /// then each name and value followed by a NUL.
@@ -369,6 +92,302 @@ fn serialize_map(pairs: &[(&str, &str)]) -> Vec<u8> {
         bytes.push(0);
     }
     bytes
+}
+
+/// Takes ownership of bytes the host allocated through `proxy_on_memory_allocate`.
+///
+/// # Safety
+/// `data` is null, or came from `proxy_on_memory_allocate(size)` and is not used elsewhere.
+unsafe fn take_bytes(data: *mut u8, size: usize) -> Vec<u8> {
+    if data.is_null() || size == 0 {
+        return Vec::new();
+    }
+    // SAFETY: per the contract above, a Vec<u8> of capacity `size` was leaked at `data`.
+    unsafe { Vec::from_raw_parts(data, size, size) }
+}
+
+/// Memory the host asks for, to return data into (exported as `proxy_on_memory_allocate`).
+pub fn allocate(size: usize) -> *mut u8 {
+    let mut buffer: Vec<MaybeUninit<u8>> = Vec::with_capacity(size);
+    // SAFETY: `MaybeUninit` needs no initialisation; the host writes the bytes.
+    unsafe { buffer.set_len(size) };
+    // A boxed slice has exactly `size` bytes of capacity, the layout `take_bytes` frees with.
+    Box::into_raw(buffer.into_boxed_slice()).cast::<u8>()
+}
+
+#[cfg(target_arch = "wasm32")]
+pub use calls::*;
+
+/// The host calls: only in the Wasm module, where Envoy provides their imports. Native test
+/// binaries must not link against imports nothing provides.
+#[cfg(target_arch = "wasm32")]
+mod calls {
+    use std::ptr::null_mut;
+
+    use super::{serialize_map, take_bytes, LogLevel, Status};
+
+    /// Header maps the host gives access to.
+    #[derive(Debug, Clone, Copy)]
+    pub enum MapType {
+        /// The request headers of the current stream.
+        RequestHeaders = 0,
+        /// The response headers of a `dispatch_http_call` answer.
+        HttpCallResponseHeaders = 6,
+    }
+
+    /// `proxy_get_buffer_bytes`' plugin configuration buffer.
+    const PLUGIN_CONFIGURATION: u32 = 7;
+    /// `proxy_define_metric`'s gauge type.
+    const GAUGE: u32 = 1;
+
+    #[link(wasm_import_module = "env")]
+    extern "C" {
+        fn proxy_log(level: u32, message: *const u8, size: usize) -> u32;
+        fn proxy_get_log_level(level: *mut u32) -> u32;
+        fn proxy_get_current_time_nanoseconds(time: *mut u64) -> u32;
+        fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
+        fn proxy_get_buffer_bytes(
+            buffer: u32,
+            start: usize,
+            max_size: usize,
+            data: *mut *mut u8,
+            size: *mut usize,
+        ) -> u32;
+        fn proxy_get_header_map_value(
+            map: u32,
+            key: *const u8,
+            key_size: usize,
+            value: *mut *mut u8,
+            value_size: *mut usize,
+        ) -> u32;
+        fn proxy_replace_header_map_value(
+            map: u32,
+            key: *const u8,
+            key_size: usize,
+            value: *const u8,
+            value_size: usize,
+        ) -> u32;
+        fn proxy_send_local_response(
+            status: u32,
+            details: *const u8,
+            details_size: usize,
+            body: *const u8,
+            body_size: usize,
+            headers: *const u8,
+            headers_size: usize,
+            grpc_status: i32,
+        ) -> u32;
+        fn proxy_get_property(
+            path: *const u8,
+            path_size: usize,
+            value: *mut *mut u8,
+            value_size: *mut usize,
+        ) -> u32;
+        fn proxy_get_shared_data(
+            key: *const u8,
+            key_size: usize,
+            value: *mut *mut u8,
+            value_size: *mut usize,
+            cas: *mut u32,
+        ) -> u32;
+        fn proxy_set_shared_data(
+            key: *const u8,
+            key_size: usize,
+            value: *const u8,
+            value_size: usize,
+            cas: u32,
+        ) -> u32;
+        fn proxy_http_call(
+            upstream: *const u8,
+            upstream_size: usize,
+            headers: *const u8,
+            headers_size: usize,
+            body: *const u8,
+            body_size: usize,
+            trailers: *const u8,
+            trailers_size: usize,
+            timeout_ms: u32,
+            token: *mut u32,
+        ) -> u32;
+        fn proxy_define_metric(kind: u32, name: *const u8, name_size: usize, id: *mut u32) -> u32;
+        fn proxy_record_metric(id: u32, value: u64) -> u32;
+    }
+
+    fn check(status: u32) -> Result<(), Status> {
+        if status == Status::OK {
+            Ok(())
+        } else {
+            Err(Status(status))
+        }
+    }
+
+    /// A read that returns host-allocated bytes: `Ok(None)` when the host says `NotFound`.
+    fn read(call: impl FnOnce(*mut *mut u8, *mut usize) -> u32) -> Result<Option<Vec<u8>>, Status> {
+        let mut data: *mut u8 = null_mut();
+        let mut size: usize = 0;
+        let status = call(&mut data, &mut size);
+        // SAFETY: the host fills `data`/`size` from `proxy_on_memory_allocate` (or leaves null).
+        let bytes = unsafe { take_bytes(data, size) };
+        match status {
+            Status::OK => Ok(Some(bytes)),
+            Status::NOT_FOUND => Ok(None),
+            other => Err(Status(other)),
+        }
+    }
+
+    /// Writes a line to Envoy's log.
+    pub fn log(level: LogLevel, message: &str) -> Result<(), Status> {
+        // SAFETY: pointer and length of a live str.
+        check(unsafe { proxy_log(level as u32, message.as_ptr(), message.len()) })
+    }
+
+    /// Envoy's current log level for Wasm.
+    pub fn log_level() -> Result<LogLevel, Status> {
+        let mut level = 0;
+        // SAFETY: a valid out-pointer.
+        check(unsafe { proxy_get_log_level(&mut level) })?;
+        Ok(match level {
+            0 => LogLevel::Trace,
+            1 => LogLevel::Debug,
+            2 => LogLevel::Info,
+            3 => LogLevel::Warn,
+            4 => LogLevel::Error,
+            _ => LogLevel::Critical,
+        })
+    }
+
+    /// Nanoseconds since the Unix epoch by Envoy's clock.
+    pub fn current_time_ns() -> Result<u64, Status> {
+        let mut time = 0;
+        // SAFETY: a valid out-pointer.
+        check(unsafe { proxy_get_current_time_nanoseconds(&mut time) })?;
+        Ok(time)
+    }
+
+    /// Sets the root context's tick period (0 stops it).
+    pub fn set_tick_period_ms(period: u32) -> Result<(), Status> {
+        // SAFETY: no pointers.
+        check(unsafe { proxy_set_tick_period_milliseconds(period) })
+    }
+
+    /// The plugin configuration bytes (`size` as `proxy_on_configure` gave it).
+    pub fn plugin_configuration(size: usize) -> Result<Vec<u8>, Status> {
+        read(|data, out_size| {
+            // SAFETY: valid out-pointers.
+            unsafe { proxy_get_buffer_bytes(PLUGIN_CONFIGURATION, 0, size, data, out_size) }
+        })
+        .map(Option::unwrap_or_default)
+    }
+
+    /// A header's value as bytes (not necessarily UTF-8); `None` when absent.
+    pub fn header(map: MapType, name: &str) -> Result<Option<Vec<u8>>, Status> {
+        read(|data, size| {
+            // SAFETY: pointer and length of a live str, valid out-pointers.
+            unsafe { proxy_get_header_map_value(map as u32, name.as_ptr(), name.len(), data, size) }
+        })
+    }
+
+    /// Sets a header, replacing any value it had.
+    pub fn set_header(map: MapType, name: &str, value: &str) -> Result<(), Status> {
+        // SAFETY: pointers and lengths of live strs.
+        check(unsafe {
+            proxy_replace_header_map_value(
+                map as u32,
+                name.as_ptr(),
+                name.len(),
+                value.as_ptr(),
+                value.len(),
+            )
+        })
+    }
+
+    /// Answers the current request locally.
+    pub fn send_response(status: u32, headers: &[(&str, &str)], body: &[u8]) -> Result<(), Status> {
+        let headers = serialize_map(headers);
+        // SAFETY: pointers and lengths of live buffers.
+        check(unsafe {
+            proxy_send_local_response(
+                status,
+                std::ptr::null(),
+                0,
+                body.as_ptr(),
+                body.len(),
+                headers.as_ptr(),
+                headers.len(),
+                -1,
+            )
+        })
+    }
+
+    /// A property (`["source", "address"]`, `["response", "code"]`); `None` when absent.
+    pub fn property(path: &[&str]) -> Result<Option<Vec<u8>>, Status> {
+        let path = path.join("\0");
+        read(|data, size| {
+            // SAFETY: pointer and length of a live String, valid out-pointers.
+            unsafe { proxy_get_property(path.as_ptr(), path.len(), data, size) }
+        })
+    }
+
+    /// A shared-data value and its cas; `None` when the key does not exist.
+    pub fn shared_data(key: &str) -> Result<Option<(Vec<u8>, u32)>, Status> {
+        let mut cas = 0;
+        let value = read(|data, size| {
+            // SAFETY: pointer and length of a live str, valid out-pointers.
+            unsafe { proxy_get_shared_data(key.as_ptr(), key.len(), data, size, &mut cas) }
+        })?;
+        Ok(value.map(|bytes| (bytes, cas)))
+    }
+
+    /// Writes a shared-data value; with `cas` other than 0, only if the key's cas still matches
+    /// (Envoy checks it only on keys that exist). A lost race is `Err(Status::CAS_MISMATCH)`.
+    pub fn set_shared_data(key: &str, value: &[u8], cas: u32) -> Result<(), Status> {
+        // SAFETY: pointers and lengths of live buffers.
+        check(unsafe {
+            proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas)
+        })
+    }
+
+    /// Sends an HTTP request to `cluster`; the answer arrives in `proxy_on_http_call_response`
+    /// with the returned token.
+    pub fn http_call(
+        cluster: &str,
+        headers: &[(&str, &str)],
+        timeout_ms: u32,
+    ) -> Result<u32, Status> {
+        let headers = serialize_map(headers);
+        let trailers = serialize_map(&[]);
+        let mut token = 0;
+        // SAFETY: pointers and lengths of live buffers, a valid out-pointer.
+        check(unsafe {
+            proxy_http_call(
+                cluster.as_ptr(),
+                cluster.len(),
+                headers.as_ptr(),
+                headers.len(),
+                std::ptr::null(),
+                0,
+                trailers.as_ptr(),
+                trailers.len(),
+                timeout_ms,
+                &mut token,
+            )
+        })?;
+        Ok(token)
+    }
+
+    /// Defines (or finds again) a gauge; returns its id.
+    pub fn define_gauge(name: &str) -> Result<u32, Status> {
+        let mut id = 0;
+        // SAFETY: pointer and length of a live str, a valid out-pointer.
+        check(unsafe { proxy_define_metric(GAUGE, name.as_ptr(), name.len(), &mut id) })?;
+        Ok(id)
+    }
+
+    /// Sets a gauge.
+    pub fn record_metric(id: u32, value: u64) -> Result<(), Status> {
+        // SAFETY: no pointers.
+        check(unsafe { proxy_record_metric(id, value) })
+    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,9 @@
 //! one) and stream contexts (one per request in flight on this worker). No table is borrowed
 //! across a host call, so a host that called back in the middle of one (it does not today)
 //! would find the tables free rather than panic.
+//!
+//! This is where the real host, [`AbiHost`], is wired in; everything behind these functions
+//! takes the host as a parameter, so unit tests drive it with a fake.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -15,6 +18,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 
 use crate::abi;
+use crate::abi_host::AbiHost;
 use crate::http::EisodosHttp;
 use crate::root::EisodosRoot;
 
@@ -101,14 +105,14 @@ pub extern "C" fn proxy_on_context_create(id: u32, parent_id: u32) {
 /// The plugin configuration arrived (again, on reconfiguration).
 #[no_mangle]
 pub extern "C" fn proxy_on_configure(root_id: u32, configuration_size: usize) -> bool {
-    root(root_id).is_some_and(|root| root.on_configure(configuration_size))
+    root(root_id).is_some_and(|root| root.on_configure(&AbiHost, configuration_size))
 }
 
 /// The root context's timer.
 #[no_mangle]
 pub extern "C" fn proxy_on_tick(root_id: u32) {
     if let Some(root) = root(root_id) {
-        root.on_tick();
+        root.on_tick(&AbiHost);
     }
 }
 
@@ -122,7 +126,7 @@ pub extern "C" fn proxy_on_http_call_response(
     _trailers: usize,
 ) {
     if let Some(root) = root(root_id) {
-        root.on_http_call_response(token);
+        root.on_http_call_response(&AbiHost, token);
     }
 }
 
@@ -135,7 +139,7 @@ pub extern "C" fn proxy_on_request_headers(id: u32, _headers: usize, _end_of_str
     let Some(mut stream) = stream else {
         return abi::CONTINUE;
     };
-    let action = stream.on_request_headers();
+    let action = stream.on_request_headers(&AbiHost);
     STREAMS.with(|streams| {
         if let Some(slot) = streams.borrow_mut().get_mut(&id) {
             *slot = stream;
@@ -149,7 +153,7 @@ pub extern "C" fn proxy_on_request_headers(id: u32, _headers: usize, _end_of_str
 pub extern "C" fn proxy_on_log(id: u32) {
     let stream = STREAMS.with(|streams| streams.borrow().get(&id).cloned());
     if let Some(stream) = stream {
-        stream.on_log();
+        stream.on_log(&AbiHost);
     }
 }
 
@@ -167,6 +171,6 @@ pub extern "C" fn proxy_on_delete(id: u32) {
         Some(roots.swap_remove(position).1)
     });
     if let Some(root) = root {
-        root.retire();
+        root.retire(&AbiHost);
     }
 }

@@ -3,16 +3,16 @@
 //! locally (status page, missing key, nothing healthy); when the stream ends, gives back the
 //! in-flight count and tells passive health how the request went.
 
+use std::cell::Cell;
 use std::rc::Rc;
 
-use eisodos_core::balancer::{Balancer, Decision};
+use eisodos_core::balancer::{Balancer, Decision, Report};
 use eisodos_core::request_key::{self, RequestView};
 use log::{debug, error, warn};
 
-use crate::abi::{self, MapType};
-use crate::host;
+use crate::host::Host;
 use crate::request::HostRequest;
-use crate::shared_data::HostStore;
+use crate::{abi, health_log};
 
 /// Per-request state.
 #[derive(Clone)]
@@ -38,32 +38,28 @@ impl EisodosHttp {
     }
 
     /// The request headers are in: route, or answer. Returns the ABI action.
-    pub fn on_request_headers(&mut self) -> u32 {
+    pub fn on_request_headers(&mut self, host: &impl Host) -> u32 {
         let Some(balancer) = &self.balancer else {
             return abi::CONTINUE;
         };
-        if is_status_request(balancer) {
-            let body = balancer.status_json(&HostStore, host::now_ms());
+        if is_status_request(host, balancer) {
+            let body = balancer.status_json(host, host.now_ms());
             let headers = [
                 ("content-type", "application/json"),
                 ("cache-control", "no-store"),
             ];
-            return reply(200, &headers, &body);
+            return reply(host, 200, &headers, &body);
         }
         if balancer.wants_latency() {
-            self.started_us = host::now_us();
+            self.started_us = host.now_us();
         }
-        match balancer.choose(&HostStore, &HostRequest) {
+        match balancer.choose(host, &HostRequest(host)) {
             Decision::Route(choice) => {
                 self.routed = Some(choice.index);
                 self.counted = choice.counted;
                 // Replaces any value, including one a client sent; the shipped configs also
                 // remove the client's value before the first route match.
-                match abi::set_header(
-                    MapType::RequestHeaders,
-                    balancer.cluster_header(),
-                    choice.cluster,
-                ) {
+                match host.set_request_header(balancer.cluster_header(), choice.cluster) {
                     Ok(()) => debug!("{:?} -> {}", choice.reason, choice.cluster),
                     Err(status) => error!(
                         "cannot set {} to {}: {}",
@@ -85,49 +81,60 @@ impl EisodosHttp {
                 if let Some(seconds) = &retry_after {
                     headers.push(("retry-after", seconds));
                 }
-                reply(status, &headers, body)
+                reply(host, status, &headers, body)
             }
         }
     }
 
     /// Runs once when the stream ends, however it ends (done, reset, aborted, timed out,
     /// answered locally): the one place to give the in-flight count back.
-    pub fn on_log(&self) {
+    pub fn on_log(&self, host: &impl Host) {
         let (Some(balancer), Some(index)) = (&self.balancer, self.routed) else {
             return;
         };
         if self.counted {
-            balancer.release(&HostStore, index);
+            balancer.release(host, index);
         }
         // The clock is read only when latency is wanted: a host call costs even when unused.
         if let Some(started) = self.started_us {
-            if let Some(ended) = host::now_us() {
+            if let Some(ended) = host.now_us() {
                 balancer.observe_latency(index, ended.saturating_sub(started), ended);
             }
         }
         if balancer.wants_reports() {
             // 0: no response was sent (the client went away first): says nothing of the backend.
-            let code = host::int_property(&["response", "code"]).unwrap_or(0);
+            let code = host.int_property(&["response", "code"]).unwrap_or(0);
             if code > 0 {
-                balancer.report_with_clock(&HostStore, index, code >= 500, &host::now_ms);
+                // The time the report read, if it read one: an ejection is logged with it.
+                let now = Cell::new(0);
+                let clock = || {
+                    now.set(host.now_ms());
+                    now.get()
+                };
+                let report = balancer.report_with_clock(host, index, code >= 500, &clock);
+                if report != Report::default() {
+                    let change = report.change.map(|change| (index, change));
+                    health_log::log(balancer, change, report.mode_change, now.get());
+                }
             }
         }
     }
 }
 
 /// Whether this request asks for the status page from an allowed address.
-fn is_status_request(balancer: &Balancer) -> bool {
+fn is_status_request(host: &impl Host, balancer: &Balancer) -> bool {
     let Some(status) = &balancer.config().status else {
         return false;
     };
-    let Some(path) = HostRequest.path() else {
+    let request = HostRequest(host);
+    let Some(path) = request.path() else {
         return false;
     };
     let without_query = path.split(|&c| c == b'?').next().unwrap_or_default();
     if without_query != status.path.as_bytes() {
         return false;
     }
-    let client = HostRequest
+    let client = request
         .source_address()
         .and_then(|address| request_key::client_ip(&address));
     let allowed = client.is_some_and(|ip| status.allowed.iter().any(|cidr| cidr.contains(ip)));
@@ -137,8 +144,8 @@ fn is_status_request(balancer: &Balancer) -> bool {
     allowed
 }
 
-fn reply(status: u32, headers: &[(&str, &str)], body: &str) -> u32 {
-    match abi::send_response(status, headers, body.as_bytes()) {
+fn reply(host: &impl Host, status: u32, headers: &[(&str, &str)], body: &str) -> u32 {
+    match host.send_response(status, headers, body.as_bytes()) {
         Ok(()) => abi::PAUSE,
         Err(err) => {
             warn!("cannot send the {status} reply: {}", err.name());

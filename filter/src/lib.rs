@@ -1,12 +1,24 @@
 //! eisodos: a load-balancing proxy-wasm filter for Envoy.
 //!
 //! This crate is the glue: each callback Envoy makes (`exports`) reads its inputs from the host
-//! (`abi`, the proxy-wasm ABI's host calls with every status handled), calls one function of
-//! `eisodos-core`, and applies the result. It speaks the ABI directly rather than through the
-//! proxy-wasm Rust SDK: see `abi` for why.
+//! (`host::Host`; in the module `abi_host::AbiHost`, the proxy-wasm ABI's host calls of `abi`
+//! with every status handled), calls one function of `eisodos-core`, and applies the result.
+//! It speaks the ABI directly rather than through the proxy-wasm Rust SDK: see `abi` for why.
+//!
+//! The ABI's imports exist only in Envoy, so the real host and the exports are built only for
+//! `wasm32`; natively the glue is built for its unit tests, which run it against
+//! `fake_host::FakeHost`.
+// Natively, outside the tests, nothing calls the glue: the exports that do are wasm32-only.
+#![cfg_attr(not(any(target_arch = "wasm32", test)), allow(dead_code))]
 
 mod abi;
+#[cfg(target_arch = "wasm32")]
+mod abi_host;
+#[cfg(target_arch = "wasm32")]
 mod exports;
+#[cfg(test)]
+mod fake_host;
+mod health_log;
 mod host;
 mod http;
 mod logger;
@@ -14,4 +26,7 @@ mod metrics;
 mod probe;
 mod request;
 mod root;
+#[cfg(target_arch = "wasm32")]
 mod shared_data;
+#[cfg(test)]
+mod wiring_tests;

@@ -4,7 +4,7 @@
 
 use log::warn;
 
-use crate::abi;
+use crate::host::Host;
 
 /// One gauge per backend, in configuration order.
 pub struct InFlightGauges {
@@ -13,11 +13,15 @@ pub struct InFlightGauges {
 
 impl InFlightGauges {
     /// Defines (or finds again, after a reconfiguration) the gauges of `clusters`.
-    pub fn define<'a>(namespace: &str, clusters: impl Iterator<Item = &'a str>) -> Self {
+    pub fn define<'a>(
+        host: &impl Host,
+        namespace: &str,
+        clusters: impl Iterator<Item = &'a str>,
+    ) -> Self {
         let ids = clusters
             .map(|cluster| {
                 let name = format!("eisodos.{namespace}.in_flight.{cluster}");
-                abi::define_gauge(&name)
+                host.define_gauge(&name)
                     .map_err(|status| warn!("cannot define gauge {name}: {}", status.name()))
                     .ok()
             })
@@ -26,10 +30,10 @@ impl InFlightGauges {
     }
 
     /// Sets every gauge to its backend's count.
-    pub fn record(&self, counts: &[u32]) {
+    pub fn record(&self, host: &impl Host, counts: &[u32]) {
         for (id, &count) in self.ids.iter().zip(counts) {
             if let Some(id) = id {
-                let _ = abi::record_metric(*id, u64::from(count));
+                let _ = host.record_metric(*id, u64::from(count));
             }
         }
     }

@@ -5,10 +5,10 @@ use eisodos_core::balancer::{Balancer, ProbeRequest};
 use eisodos_core::health::ProbeResult;
 use log::{debug, warn};
 
-use crate::abi::{self, MapType};
+use crate::host::Host;
 
 /// Sends `probe` now; a call Envoy refuses (an unknown cluster, say) is a failed probe.
-pub fn send(balancer: &Balancer, probe: ProbeRequest<'_>, now_ms: u64) {
+pub fn send(host: &impl Host, balancer: &Balancer, probe: ProbeRequest<'_>, now_ms: u64) {
     let Some(check) = &balancer.config().health_check else {
         return;
     };
@@ -19,7 +19,7 @@ pub fn send(balancer: &Balancer, probe: ProbeRequest<'_>, now_ms: u64) {
         (":authority", authority),
         ("user-agent", "eisodos-health-check"),
     ];
-    match abi::http_call(probe.cluster, &headers, check.timeout_ms) {
+    match host.http_call(probe.cluster, &headers, check.timeout_ms) {
         Ok(token) => {
             debug!("probe {} sent (token {token})", probe.cluster);
             balancer.probe_sent(probe.index, token, now_ms);
@@ -37,8 +37,8 @@ pub fn send(balancer: &Balancer, probe: ProbeRequest<'_>, now_ms: u64) {
 
 /// What a probe came back with: its status, or a failure when Envoy called back without one
 /// (refused, reset, timed out).
-pub fn result() -> ProbeResult {
-    abi::header(MapType::HttpCallResponseHeaders, ":status")
+pub fn result(host: &impl Host) -> ProbeResult {
+    host.http_call_status()
         .ok()
         .flatten()
         .and_then(|bytes| std::str::from_utf8(&bytes).ok()?.parse::<u16>().ok())

@@ -3,15 +3,15 @@
 
 use eisodos_core::request_key::RequestView;
 
-use crate::abi::{self, MapType};
+use crate::host::Host;
 
-/// The request whose headers are being processed.
-pub struct HostRequest;
+/// The request whose headers are being processed, on `host`.
+pub struct HostRequest<'a, H>(pub &'a H);
 
-impl RequestView for HostRequest {
+impl<H: Host> RequestView for HostRequest<'_, H> {
     fn header(&self, name: &str) -> Option<Vec<u8>> {
         // Bytes, not a String: a header value need not be UTF-8.
-        abi::header(MapType::RequestHeaders, name).ok().flatten()
+        self.0.request_header(name).ok().flatten()
     }
 
     fn path(&self) -> Option<Vec<u8>> {
@@ -19,7 +19,7 @@ impl RequestView for HostRequest {
     }
 
     fn source_address(&self) -> Option<String> {
-        let bytes = abi::property(&["source", "address"]).ok()??;
+        let bytes = self.0.property(&["source", "address"]).ok()??;
         String::from_utf8(bytes).ok()
     }
 }

@@ -8,13 +8,11 @@ use std::rc::Rc;
 
 use eisodos_core::balancer::Balancer;
 use eisodos_core::config::Config;
-use eisodos_core::health::{Change, Mode};
 use log::{debug, error, info, warn};
 
-use crate::abi;
+use crate::host::Host;
 use crate::metrics::InFlightGauges;
-use crate::shared_data::HostStore;
-use crate::{host, probe};
+use crate::{health_log, probe};
 
 /// Used when Envoy does not report the plugin's name.
 const DEFAULT_NAMESPACE: &str = "eisodos";
@@ -41,27 +39,30 @@ impl EisodosRoot {
 
     /// The plugin is going away: its balancer ticks no more, but requests it admitted may
     /// still end and must give their in-flight counts back.
-    pub fn retire(&self) {
+    pub fn retire(&self, host: &impl Host) {
         if let Some(balancer) = self.balancer() {
-            balancer.retire(&HostStore);
+            balancer.retire(host);
         }
     }
 
     /// A probe's answer (or failure) arrived.
-    pub fn on_http_call_response(&self, token: u32) {
+    pub fn on_http_call_response(&self, host: &impl Host, token: u32) {
         if let Some(balancer) = self.balancer() {
-            let result = probe::result();
-            if let Some(index) = balancer.probe_answered(token, result, host::now_ms()) {
-                debug!("probe {} answered: {result:?}", cluster(&balancer, index));
+            let result = probe::result(host);
+            if let Some(index) = balancer.probe_answered(token, result, host.now_ms()) {
+                debug!(
+                    "probe {} answered: {result:?}",
+                    health_log::cluster(&balancer, index)
+                );
             }
         }
     }
 
     /// Parses and applies the plugin configuration; false (Envoy refuses it) with one log
     /// line naming the field when it is wrong.
-    pub fn on_configure(&self, plugin_configuration_size: usize) -> bool {
-        crate::logger::follow_host_level();
-        let bytes = match abi::plugin_configuration(plugin_configuration_size) {
+    pub fn on_configure(&self, host: &impl Host, plugin_configuration_size: usize) -> bool {
+        crate::logger::follow_host_level(host);
+        let bytes = match host.plugin_configuration(plugin_configuration_size) {
             Ok(bytes) => bytes,
             Err(status) => {
                 error!(
@@ -71,7 +72,7 @@ impl EisodosRoot {
                 return false;
             }
         };
-        let namespace = plugin_name().unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
+        let namespace = plugin_name(host).unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
         let balancer = match Config::parse(&bytes)
             .and_then(|config| Balancer::new(config, &namespace, random_seed()))
         {
@@ -81,7 +82,7 @@ impl EisodosRoot {
                 return false;
             }
         };
-        if let Err(err) = balancer.create_shared_keys(&HostStore) {
+        if let Err(err) = balancer.create_shared_keys(host) {
             // Requests create a missing key themselves; only the start of the order may repeat.
             warn!("could not create shared-data keys under {namespace}: {err:?}");
         }
@@ -97,11 +98,12 @@ impl EisodosRoot {
         }
         // The tick flushes in-flight debt, follows the shared health record and sends probes.
         let tick = u32::try_from(balancer.tick_period_ms()).unwrap_or(u32::MAX);
-        if let Err(status) = abi::set_tick_period_ms(tick) {
+        if let Err(status) = host.set_tick_period_ms(tick) {
             warn!("cannot set the tick period: {}", status.name());
         }
         let gauges = balancer.counts_in_flight().then(|| {
             Rc::new(InFlightGauges::define(
+                host,
                 &namespace,
                 config.backends.iter().map(|b| b.cluster.as_str()),
             ))
@@ -109,49 +111,36 @@ impl EisodosRoot {
         *self.in_flight_gauges.borrow_mut() = gauges;
         let replaced = self.balancer.borrow_mut().replace(Rc::new(balancer));
         if let Some(replaced) = replaced {
-            replaced.retire(&HostStore);
+            replaced.retire(host);
         }
         true
     }
 
     /// The periodic work: in-flight debt, health, probes, gauges.
-    pub fn on_tick(&self) {
+    pub fn on_tick(&self, host: &impl Host) {
         let Some(balancer) = self.balancer() else {
             return;
         };
         let balancer = &balancer;
-        let now = host::now_ms();
-        let tick = balancer.tick(&HostStore, now);
-        for (index, change) in &tick.changes {
-            log_change(balancer, *index, *change);
-        }
-        if let Some((before, after)) = tick.mode_change {
-            match after {
-                Mode::Normal => info!("selection back to normal (was {})", before.name()),
-                Mode::Panic => warn!(
-                    "panic mode: fewer than {}% of primaries healthy, spreading over all primaries",
-                    balancer.config().panic_threshold_percent
-                ),
-                Mode::Backup => warn!("no primary healthy: sending to backups"),
-                Mode::AllDown => error!("no backend healthy: answering 503"),
-            }
-        }
+        let now = host.now_ms();
+        let tick = balancer.tick(host, now);
+        health_log::log(balancer, tick.changes, tick.mode_change, now);
         for probe in tick.probes {
-            probe::send(balancer, probe, now);
+            probe::send(host, balancer, probe, now);
         }
         let gauges = self.in_flight_gauges.borrow().clone();
         if let Some(gauges) = gauges {
             if now.saturating_sub(self.gauges_ms.get()) >= GAUGE_PERIOD_MS {
                 self.gauges_ms.set(now);
-                gauges.record(&balancer.in_flight(&HostStore));
+                gauges.record(host, &balancer.in_flight(host));
             }
         }
     }
 }
 
 /// The `name` Envoy gives this plugin: keeps shared-data keys of two eisodos filters apart.
-fn plugin_name() -> Option<String> {
-    let bytes = abi::property(&["plugin_name"]).ok()??;
+fn plugin_name(host: &impl Host) -> Option<String> {
+    let bytes = host.property(&["plugin_name"]).ok()??;
     let name = String::from_utf8(bytes).ok()?;
     (!name.is_empty()).then_some(name)
 }
@@ -159,36 +148,4 @@ fn plugin_name() -> Option<String> {
 /// A seed for this VM's random source: std's hash keys come from WASI `random_get`.
 fn random_seed() -> u64 {
     RandomState::new().build_hasher().finish()
-}
-
-fn cluster(balancer: &Balancer, index: usize) -> &str {
-    balancer
-        .config()
-        .backends
-        .get(index)
-        .map_or("?", |backend| backend.cluster.as_str())
-}
-
-/// State changes at info, with the backend and the reason (mode changes, which an operator
-/// may have to act on, are logged louder in `on_tick`).
-fn log_change(balancer: &Balancer, index: usize, change: Change) {
-    let cluster = cluster(balancer, index);
-    let check = balancer.config().health_check.as_ref();
-    match change {
-        Change::BecameHealthy => info!(
-            "backend {cluster} healthy: {} consecutive probes passed",
-            check.map_or(0, |c| c.healthy_threshold)
-        ),
-        Change::BecameUnhealthy => info!(
-            "backend {cluster} unhealthy: {} consecutive probes failed",
-            check.map_or(0, |c| c.unhealthy_threshold)
-        ),
-        Change::Ejected { until_ms, count } => info!(
-            "backend {cluster} ejected for {} ms (ejection {count}): consecutive failed requests",
-            until_ms.saturating_sub(host::now_ms())
-        ),
-        Change::EjectionLifted => {
-            info!("backend {cluster} back from ejection: probes passed")
-        }
-    }
 }

@@ -3,11 +3,10 @@
 use eisodos_core::store::{Cas, GetError, SetError, SharedStore};
 
 use crate::abi::{self, Status};
+use crate::abi_host::AbiHost;
 
 /// Envoy's process-wide shared data for this VM id.
-pub struct HostStore;
-
-impl SharedStore for HostStore {
+impl SharedStore for AbiHost {
     fn get(&self, key: &str) -> Result<Option<(Vec<u8>, Cas)>, GetError> {
         match abi::shared_data(key) {
             Ok(Some((value, cas))) => Ok(Some((value, cas))),

@@ -223,6 +223,12 @@ fn failover(outlier_detection: bool) -> Failover {
         unexpected.is_empty(),
         "a dead backend shows as 503, nothing else: {unexpected:?}"
     );
+    if outlier_detection {
+        assert!(
+            envoy.log().contains("backend backend_c ejected for"),
+            "the ejection is logged by the worker whose request caused it"
+        );
+    }
     Failover {
         failed: failures.len(),
         served: after_kill.len() - failures.len(),

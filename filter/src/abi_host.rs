@@ -1,0 +1,72 @@
+//! The real [`Host`]: Envoy, through the proxy-wasm ABI calls of [`crate::abi`].
+
+use crate::abi::{self, LogLevel, MapType, Status};
+use crate::host::Host;
+
+/// Envoy. Zero-sized: the glue's generic code compiles to the ABI calls themselves.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AbiHost;
+
+impl Host for AbiHost {
+    fn request_header(&self, name: &str) -> Result<Option<Vec<u8>>, Status> {
+        abi::header(MapType::RequestHeaders, name)
+    }
+
+    fn set_request_header(&self, name: &str, value: &str) -> Result<(), Status> {
+        abi::set_header(MapType::RequestHeaders, name, value)
+    }
+
+    fn send_response(
+        &self,
+        status: u32,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<(), Status> {
+        abi::send_response(status, headers, body)
+    }
+
+    fn property(&self, path: &[&str]) -> Result<Option<Vec<u8>>, Status> {
+        abi::property(path)
+    }
+
+    fn current_time_ns(&self) -> Result<u64, Status> {
+        abi::current_time_ns()
+    }
+
+    fn http_call(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        timeout_ms: u32,
+    ) -> Result<u32, Status> {
+        abi::http_call(cluster, headers, timeout_ms)
+    }
+
+    fn http_call_status(&self) -> Result<Option<Vec<u8>>, Status> {
+        abi::header(MapType::HttpCallResponseHeaders, ":status")
+    }
+
+    fn set_tick_period_ms(&self, period: u32) -> Result<(), Status> {
+        abi::set_tick_period_ms(period)
+    }
+
+    fn plugin_configuration(&self, size: usize) -> Result<Vec<u8>, Status> {
+        abi::plugin_configuration(size)
+    }
+
+    fn define_gauge(&self, name: &str) -> Result<u32, Status> {
+        abi::define_gauge(name)
+    }
+
+    fn record_metric(&self, id: u32, value: u64) -> Result<(), Status> {
+        abi::record_metric(id, value)
+    }
+
+    fn log(&self, level: LogLevel, message: &str) -> Result<(), Status> {
+        abi::log(level, message)
+    }
+
+    fn log_level(&self) -> Result<LogLevel, Status> {
+        abi::log_level()
+    }
+}

@@ -1,0 +1,500 @@
+//! The callbacks' wiring, against [`FakeHost`]: what each callback reads from the host, what
+//! it hands core, and what it does with the answer (headers, replies, probes, log lines).
+
+use std::rc::Rc;
+
+use eisodos_core::balancer::ALL_DOWN_BODY;
+use serde_json::Value;
+
+use crate::abi::{self, LogLevel};
+use crate::fake_host::{FakeHost, START_MS};
+use crate::http::EisodosHttp;
+use crate::root::EisodosRoot;
+
+const CLUSTER_HEADER: &str = "x-eisodos-cluster";
+const THREE: &str =
+    r#""backends": [{"cluster": "backend_a"}, {"cluster": "backend_b"}, {"cluster": "backend_c"}]"#;
+
+/// A root configured with `json` on a fresh host; the log and call records start empty.
+fn configured(json: &str) -> (FakeHost, EisodosRoot) {
+    let host = FakeHost::new();
+    let root = EisodosRoot::default();
+    host.set_configuration(json);
+    assert!(
+        root.on_configure(&host, json.len()),
+        "{:?}",
+        host.take_logs()
+    );
+    host.take_logs();
+    host.take_calls();
+    (host, root)
+}
+
+/// A stream of `root` whose request headers (`headers`) went through the filter.
+fn request(host: &FakeHost, root: &EisodosRoot, headers: &[(&str, &str)]) -> (u32, EisodosHttp) {
+    host.set_request(headers);
+    let mut stream = EisodosHttp::new(root.balancer());
+    let action = stream.on_request_headers(host);
+    (action, stream)
+}
+
+/// The backend the last request was sent to.
+fn routed_to(host: &FakeHost) -> Option<String> {
+    host.headers_set()
+        .into_iter()
+        .rev()
+        .find(|(name, _)| name == CLUSTER_HEADER)
+        .map(|(_, value)| value)
+}
+
+fn status_page(host: &FakeHost, root: &EisodosRoot) -> Value {
+    let balancer = root.balancer().expect("configured");
+    serde_json::from_str(&balancer.status_json(host, host.now())).unwrap()
+}
+
+fn info(message: &str) -> (LogLevel, String) {
+    (LogLevel::Info, message.to_owned())
+}
+
+#[test]
+fn a_good_configuration_is_accepted_and_logged() {
+    let host = FakeHost::new();
+    let root = EisodosRoot::default();
+    let json = format!(r#"{{"policy": "least_request", {THREE}}}"#);
+    host.set_configuration(&json);
+    assert!(root.on_configure(&host, json.len()));
+    assert_eq!(
+        host.take_logs(),
+        [info(
+            "configured least_request over 3 backends, header x-eisodos-cluster"
+        )]
+    );
+    assert!(root.balancer().is_some());
+    // Least-request ticks to write the releases of ended streams.
+    assert!(host.tick_period_ms().is_some_and(|ms| ms > 0));
+    assert_eq!(
+        host.gauge("eisodos.eisodos.in_flight.backend_b"),
+        Some(None)
+    );
+}
+
+#[test]
+fn a_bad_configuration_is_refused_with_one_line_naming_the_field() {
+    let host = FakeHost::new();
+    let root = EisodosRoot::default();
+    let json = r#"{"backends": [{"cluster": "backend_a", "weight": 0}]}"#;
+    host.set_configuration(json);
+    assert!(!root.on_configure(&host, json.len()));
+    assert_eq!(
+        host.take_logs(),
+        [(
+            LogLevel::Error,
+            "invalid configuration: backends[0].weight: must be between 1 and 1000, got 0"
+                .to_owned()
+        )]
+    );
+    assert!(root.balancer().is_none());
+    assert_eq!(host.tick_period_ms(), None, "nothing to tick for");
+}
+
+#[test]
+fn a_bad_reconfiguration_keeps_the_balancer_in_force() {
+    let (host, root) = configured(&format!("{{{THREE}}}"));
+    let before = root.balancer().unwrap();
+    let json = r#"{"policy": "fastest", "backends": [{"cluster": "backend_a"}]}"#;
+    host.set_configuration(json);
+    assert!(!root.on_configure(&host, json.len()));
+    let logs = host.take_logs();
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    assert_eq!(logs[0].0, LogLevel::Error);
+    assert!(
+        logs[0].1.starts_with("invalid configuration: policy: "),
+        "{logs:?}"
+    );
+    assert!(Rc::ptr_eq(&before, &root.balancer().unwrap()));
+}
+
+#[test]
+fn the_plugin_name_keeps_shared_data_and_gauges_apart() {
+    let host = FakeHost::new();
+    host.set_property(&["plugin_name"], b"edge");
+    let root = EisodosRoot::default();
+    let json = format!(r#"{{"policy": "least_request", {THREE}}}"#);
+    host.set_configuration(&json);
+    assert!(root.on_configure(&host, json.len()));
+    assert_eq!(host.gauge("eisodos.edge.in_flight.backend_a"), Some(None));
+    assert_eq!(host.gauge("eisodos.eisodos.in_flight.backend_a"), None);
+}
+
+#[test]
+fn a_request_is_routed_to_the_chosen_backend() {
+    let (host, root) = configured(&format!(r#"{{"policy": "round_robin", {THREE}}}"#));
+    let mut routed = Vec::new();
+    for _ in 0..3 {
+        let (action, _) = request(&host, &root, &[(":path", "/")]);
+        assert_eq!(action, abi::CONTINUE);
+        routed.push(routed_to(&host).expect("the cluster header is set"));
+    }
+    routed.sort();
+    assert_eq!(routed, ["backend_a", "backend_b", "backend_c"]);
+    assert!(host.replies().is_empty());
+    assert!(host.take_logs().is_empty(), "nothing logged per request");
+}
+
+#[test]
+fn a_stream_without_a_balancer_passes_through_untouched() {
+    let host = FakeHost::new();
+    let mut stream = EisodosHttp::new(None);
+    assert_eq!(stream.on_request_headers(&host), abi::CONTINUE);
+    stream.on_log(&host);
+    assert!(host.take_calls().is_empty());
+}
+
+#[test]
+fn stream_end_releases_the_in_flight_count() {
+    let (host, root) = configured(&format!(r#"{{"policy": "least_request", {THREE}}}"#));
+    let balancer = root.balancer().unwrap();
+    let (_, first) = request(&host, &root, &[(":path", "/")]);
+    let (_, second) = request(&host, &root, &[(":path", "/")]);
+    assert_eq!(balancer.in_flight(&host).iter().sum::<u32>(), 2);
+    root.on_tick(&host);
+    let gauges: Vec<_> = ["backend_a", "backend_b", "backend_c"]
+        .iter()
+        .map(|b| {
+            host.gauge(&format!("eisodos.eisodos.in_flight.{b}"))
+                .flatten()
+        })
+        .collect();
+    assert_eq!(gauges.iter().flatten().sum::<u64>(), 2, "{gauges:?}");
+
+    first.on_log(&host);
+    second.on_log(&host);
+    // Releases are written on the next tick (or pick), not one shared-data write per stream.
+    host.advance_ms(1_000);
+    root.on_tick(&host);
+    assert_eq!(balancer.in_flight(&host), [0, 0, 0]);
+    assert_eq!(
+        host.gauge("eisodos.eisodos.in_flight.backend_a"),
+        Some(Some(0)),
+        "the gauges follow"
+    );
+}
+
+#[test]
+fn a_retired_root_gives_back_at_once_what_ends_later() {
+    let (host, root) = configured(&format!(r#"{{"policy": "least_request", {THREE}}}"#));
+    let balancer = root.balancer().unwrap();
+    let (_, first) = request(&host, &root, &[(":path", "/")]);
+    let (_, second) = request(&host, &root, &[(":path", "/")]);
+    first.on_log(&host);
+    // The plugin goes away: no more ticks to write releases on.
+    root.retire(&host);
+    assert_eq!(balancer.in_flight(&host).iter().sum::<u32>(), 1);
+    second.on_log(&host);
+    assert_eq!(balancer.in_flight(&host), [0, 0, 0]);
+}
+
+#[test]
+fn a_success_after_successes_makes_no_host_call_but_the_response_code() {
+    let (host, root) = configured(&format!(
+        r#"{{"policy": "random", "outlier_detection": {{"consecutive_failures": 3}}, {THREE}}}"#
+    ));
+    for _ in 0..3 {
+        let (_, stream) = request(&host, &root, &[(":path", "/")]);
+        host.set_response_code(200);
+        host.take_calls();
+        stream.on_log(&host);
+        assert_eq!(host.take_calls(), ["property"]);
+    }
+    assert!(host.take_logs().is_empty());
+}
+
+#[test]
+fn a_failure_short_of_the_threshold_logs_nothing() {
+    let (host, root) = configured(&format!(
+        r#"{{"policy": "random", "outlier_detection": {{"consecutive_failures": 3}}, {THREE}}}"#
+    ));
+    let (_, stream) = request(&host, &root, &[(":path", "/")]);
+    host.set_response_code(503);
+    stream.on_log(&host);
+    assert!(host.take_logs().is_empty());
+    let page = status_page(&host, &root);
+    let failures: Vec<_> = page["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["consecutive_request_failures"].as_u64().unwrap())
+        .collect();
+    assert_eq!(failures.iter().sum::<u64>(), 1, "{failures:?}");
+}
+
+#[test]
+fn a_stream_that_got_no_response_reports_nothing() {
+    let (host, root) = configured(&format!(
+        r#"{{"policy": "random", "outlier_detection": {{"consecutive_failures": 1}}, {THREE}}}"#
+    ));
+    let (_, stream) = request(&host, &root, &[(":path", "/")]);
+    // No `response.code`: the client went away before any response.
+    stream.on_log(&host);
+    assert!(host.take_logs().is_empty());
+    assert_eq!(status_page(&host, &root)["mode"], "normal");
+}
+
+#[test]
+fn an_ejection_is_logged_with_the_mode_change_it_causes() {
+    let (host, root) = configured(
+        r#"{"outlier_detection": {"consecutive_failures": 2, "base_ejection_ms": 30000},
+            "backends": [{"cluster": "backend_a"}, {"cluster": "backend_b", "backup": true}]}"#,
+    );
+    for _ in 0..2 {
+        let (_, stream) = request(&host, &root, &[(":path", "/")]);
+        assert_eq!(routed_to(&host).as_deref(), Some("backend_a"));
+        host.set_response_code(503);
+        stream.on_log(&host);
+    }
+    assert_eq!(
+        host.take_logs(),
+        [
+            info(
+                "backend backend_a ejected for 30000 ms (ejection 1): consecutive failed requests"
+            ),
+            (
+                LogLevel::Warn,
+                "no primary healthy: sending to backups".to_owned()
+            ),
+        ]
+    );
+    request(&host, &root, &[(":path", "/")]);
+    assert_eq!(routed_to(&host).as_deref(), Some("backend_b"));
+    // The worker that ejected follows at once; its next tick has nothing more to say.
+    root.on_tick(&host);
+    assert!(host.take_logs().is_empty());
+}
+
+#[test]
+fn an_ejection_that_leaves_the_mode_as_it_was_is_logged_alone() {
+    let (host, root) = configured(&format!(
+        r#"{{"outlier_detection": {{"consecutive_failures": 1, "base_ejection_ms": 5000}}, {THREE}}}"#
+    ));
+    let (_, stream) = request(&host, &root, &[(":path", "/")]);
+    let ejected = routed_to(&host).unwrap();
+    host.set_response_code(500);
+    stream.on_log(&host);
+    assert_eq!(
+        host.take_logs(),
+        [info(&format!(
+            "backend {ejected} ejected for 5000 ms (ejection 1): consecutive failed requests"
+        ))]
+    );
+}
+
+/// Health checks every second, one result enough to flip.
+fn probed() -> (FakeHost, EisodosRoot) {
+    configured(
+        r#"{"health_check": {"path": "/healthz", "interval_ms": 1000, "timeout_ms": 250,
+              "healthy_threshold": 1, "unhealthy_threshold": 1, "interval_jitter_percent": 0},
+            "backends": [{"cluster": "backend_a"}, {"cluster": "backend_b"}]}"#,
+    )
+}
+
+#[test]
+fn the_tick_sends_probes_and_their_answers_change_health() {
+    let (host, root) = probed();
+    root.on_tick(&host);
+    let calls = host.take_http_calls();
+    let clusters: Vec<_> = calls.iter().map(|c| c.cluster.as_str()).collect();
+    assert_eq!(clusters, ["backend_a", "backend_b"]);
+    for call in &calls {
+        assert_eq!(call.header(":method"), Some("GET"));
+        assert_eq!(call.header(":path"), Some("/healthz"));
+        assert_eq!(call.header(":authority"), Some(call.cluster.as_str()));
+        assert_eq!(call.header("user-agent"), Some("eisodos-health-check"));
+        assert_eq!(call.timeout_ms, 250);
+    }
+
+    host.advance_ms(10);
+    host.set_http_call_status(Some("503"));
+    root.on_http_call_response(&host, calls[0].token);
+    host.set_http_call_status(Some("200"));
+    root.on_http_call_response(&host, calls[1].token);
+    // Answers are written to shared data on the next tick that does health work.
+    host.advance_ms(1_000);
+    root.on_tick(&host);
+    assert_eq!(
+        host.take_logs(),
+        [info(
+            "backend backend_a unhealthy: 1 consecutive probes failed"
+        )]
+    );
+    let page = status_page(&host, &root);
+    assert_eq!(page["backends"][0]["last_probe_status"], 503);
+    assert_eq!(page["backends"][0]["healthy"], false);
+    assert_eq!(page["backends"][1]["last_probe_status"], 200);
+
+    let (_, _) = request(&host, &root, &[(":path", "/")]);
+    assert_eq!(routed_to(&host).as_deref(), Some("backend_b"));
+
+    // Probed again one interval after the answer; a pass brings backend_a back.
+    let calls = host.take_http_calls();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    host.set_http_call_status(Some("200"));
+    for call in &calls {
+        root.on_http_call_response(&host, call.token);
+    }
+    host.advance_ms(1_000);
+    root.on_tick(&host);
+    assert_eq!(
+        host.take_logs(),
+        [info(
+            "backend backend_a healthy: 1 consecutive probes passed"
+        )]
+    );
+}
+
+#[test]
+fn a_probe_answered_without_a_status_is_a_failure() {
+    let (host, root) = probed();
+    root.on_tick(&host);
+    let calls = host.take_http_calls();
+    // Envoy calls back without `:status` when the call was reset or timed out.
+    host.set_http_call_status(None);
+    root.on_http_call_response(&host, calls[0].token);
+    host.set_http_call_status(Some("200"));
+    root.on_http_call_response(&host, calls[1].token);
+    host.advance_ms(1_000);
+    root.on_tick(&host);
+    assert_eq!(
+        host.take_logs(),
+        [info(
+            "backend backend_a unhealthy: 1 consecutive probes failed"
+        )]
+    );
+    assert_eq!(
+        status_page(&host, &root)["backends"][0]["last_probe_status"],
+        0
+    );
+}
+
+#[test]
+fn a_probe_envoy_refuses_is_a_failure() {
+    let (host, root) = probed();
+    host.refuse_http_calls();
+    root.on_tick(&host);
+    let warn = |cluster: &str| {
+        (
+            LogLevel::Warn,
+            format!("cannot probe {cluster}: Envoy refused the call (BadArgument)"),
+        )
+    };
+    assert_eq!(host.take_logs(), [warn("backend_a"), warn("backend_b")]);
+    host.advance_ms(1_000);
+    root.on_tick(&host);
+    let logs = host.take_logs();
+    assert_eq!(
+        logs[..3],
+        [
+            info("backend backend_a unhealthy: 1 consecutive probes failed"),
+            info("backend backend_b unhealthy: 1 consecutive probes failed"),
+            (
+                LogLevel::Error,
+                "no backend healthy: answering 503".to_owned()
+            ),
+        ],
+        "{logs:?}"
+    );
+}
+
+#[test]
+fn an_answer_to_an_unknown_token_is_ignored() {
+    let (host, root) = probed();
+    host.set_http_call_status(Some("503"));
+    root.on_http_call_response(&host, 77);
+    host.advance_ms(1_000);
+    root.on_tick(&host);
+    assert!(host.take_logs().is_empty());
+}
+
+fn with_status_page() -> (FakeHost, EisodosRoot) {
+    configured(&format!(
+        r#"{{"status_path": "/.eisodos/status", "status_allowed_cidrs": ["127.0.0.0/8"], {THREE}}}"#
+    ))
+}
+
+#[test]
+fn the_status_page_answers_allowed_clients() {
+    let (host, root) = with_status_page();
+    host.set_property(&["source", "address"], b"127.0.0.1:40000");
+    let (action, _) = request(&host, &root, &[(":path", "/.eisodos/status?pretty")]);
+    assert_eq!(action, abi::PAUSE);
+    let replies = host.replies();
+    assert_eq!(replies.len(), 1);
+    let reply = &replies[0];
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    assert_eq!(reply.header("cache-control"), Some("no-store"));
+    let page: Value = serde_json::from_str(&reply.body).unwrap();
+    assert_eq!(page["policy"], "round_robin");
+    assert_eq!(page["now_ms"], START_MS);
+    assert_eq!(routed_to(&host), None, "answered, not routed");
+}
+
+#[test]
+fn the_status_page_is_routed_like_any_request_for_other_clients() {
+    let (host, root) = with_status_page();
+    for source in [Some(&b"10.1.2.3:40000"[..]), Some(b"not an address"), None] {
+        if let Some(source) = source {
+            host.set_property(&["source", "address"], source);
+        }
+        let (action, _) = request(&host, &root, &[(":path", "/.eisodos/status")]);
+        assert_eq!(action, abi::CONTINUE);
+        assert!(routed_to(&host).is_some());
+    }
+    assert!(host.replies().is_empty());
+}
+
+#[test]
+fn a_request_without_its_key_is_answered_400() {
+    let (host, root) = configured(&format!(
+        r#"{{"policy": "consistent_hash", "hash_key": [{{"header": "x-user-id"}}],
+            "on_missing_key": "reject", {THREE}}}"#
+    ));
+    let (action, _) = request(&host, &root, &[(":path", "/")]);
+    assert_eq!(action, abi::PAUSE);
+    let replies = host.replies();
+    assert_eq!(replies.len(), 1);
+    assert_eq!(replies[0].status, 400);
+    assert_eq!(
+        replies[0].header("content-type"),
+        Some("text/plain; charset=utf-8")
+    );
+    assert!(replies[0].body.contains("x-user-id"), "{:?}", replies[0]);
+    assert_eq!(replies[0].header("retry-after"), None);
+    assert_eq!(routed_to(&host), None);
+
+    let (action, _) = request(&host, &root, &[(":path", "/"), ("x-user-id", "42")]);
+    assert_eq!(action, abi::CONTINUE);
+    let first = routed_to(&host);
+    assert!(first.is_some());
+    request(&host, &root, &[(":path", "/other"), ("x-user-id", "42")]);
+    assert_eq!(routed_to(&host), first, "the same key, the same backend");
+}
+
+#[test]
+fn nothing_healthy_is_answered_503_with_retry_after() {
+    let (host, root) = configured(&format!(
+        r#"{{"health_check": {{"path": "/healthz", "interval_ms": 2000, "initial_state": "unhealthy"}},
+            {THREE}}}"#
+    ));
+    let (action, _) = request(&host, &root, &[(":path", "/")]);
+    assert_eq!(action, abi::PAUSE);
+    let replies = host.replies();
+    assert_eq!(replies.len(), 1);
+    assert_eq!(replies[0].status, 503);
+    assert_eq!(replies[0].body, ALL_DOWN_BODY);
+    assert_eq!(
+        replies[0].header("retry-after"),
+        Some("2"),
+        "one probe interval"
+    );
+    assert_eq!(routed_to(&host), None);
+}
