@@ -4,6 +4,8 @@ from a clean build directory, and prints a table of test x failures.
 
 Usage: stress_tests.py N [--target-dir DIR]
 
+Each run's output, with what the passing tests printed, is kept in DIR/logs.
+
 The build directory (default target/stress) is deleted and rebuilt first, so no artifact of an
 earlier build takes part. Each run executes every integration-test binary of the tests crate
 the way `cargo test` would (working directory: the crate; the binary's own parallelism). The
@@ -50,13 +52,15 @@ def build(target_dir: Path) -> list[Path]:
     return sorted(binaries, key=lambda path: path.name)
 
 
-def run_once(binaries: list[Path], env: dict) -> dict[str, bool]:
-    """Every test of every binary once: name -> passed."""
+def run_once(binaries: list[Path], env: dict, logs: Path, label: str) -> dict[str, bool]:
+    """Every test of every binary once: name -> passed. Each binary's output, with what
+    passing tests printed (their measured figures), goes to `logs/<label>-<suite>.log`."""
     outcomes = {}
     for binary in binaries:
         suite = binary.name.rsplit("-", 1)[0]
-        proc = subprocess.run([str(binary)], cwd=TESTS_CRATE, env=env,
+        proc = subprocess.run([str(binary), "--show-output"], cwd=TESTS_CRATE, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        (logs / f"{label}-{suite}.log").write_text(proc.stdout)
         named_failure = False
         for line in proc.stdout.splitlines():
             match = RESULT.match(line)
@@ -84,6 +88,8 @@ def main() -> int:
     target_dir = Path(args.target_dir).resolve()
 
     binaries = build(target_dir)
+    logs = target_dir / "logs"
+    logs.mkdir()
     env = dict(os.environ, EISODOS_WASM=str(
         target_dir / "wasm32-wasip1" / "release" / "eisodos.wasm"))
     failures = {"idle": defaultdict(int), "busy": defaultdict(int)}
@@ -94,7 +100,7 @@ def main() -> int:
         try:
             for run in range(1, args.runs + 1):
                 started = time.monotonic()
-                outcomes = run_once(binaries, env)
+                outcomes = run_once(binaries, env, logs, f"{condition}-{run}")
                 durations[condition].append(time.monotonic() - started)
                 failed = sorted(name for name, ok in outcomes.items() if not ok)
                 tests.update(outcomes)
@@ -120,6 +126,7 @@ def main() -> int:
         times = durations[condition]
         print(f"{condition}: {args.runs} runs, {total[condition]} test failures, "
               f"{min(times):.0f}-{max(times):.0f} s per run")
+    print(f"each run's output, with the figures the tests printed: {logs}")
     return 1 if any(total.values()) else 0
 
 
