@@ -228,7 +228,11 @@ fn an_ejection_reports_the_mode_change_it_causes() {
         "{reported:?}"
     );
     assert_eq!(reported.mode_change, Some((Mode::Normal, Mode::Backup)));
-    assert_eq!(w.tick(&store, 2).mode_change, None, "reported once, not again by the tick");
+    assert_eq!(
+        w.tick(&store, 2).mode_change,
+        None,
+        "reported once, not again by the tick"
+    );
     assert_eq!(picks(&w, &store, 3), ["spare", "spare", "spare"]);
 }
 
