@@ -126,8 +126,10 @@ impl Balancer {
     /// this VM's random source and names it in the probe lease.
     pub fn new(config: Config, namespace: &str, seed: u64) -> Result<Self, ConfigError> {
         candidates::check_cycles(&config).map_err(rotation_error)?;
-        let plan = Plan::new(config, namespace);
+        let mut plan = Plan::new(config, namespace);
         let policy = PolicyState::new(&plan);
+        plan.tick_period_ms =
+            plan::tick_period_ms(plan.health_period_ms, policy.inflight().is_some());
         let mut rng = Rng::with_seed(seed);
         let vm_id = rng.u64(1..);
         let monitor = Monitor::new(

@@ -20,7 +20,7 @@ pub struct Plan {
     fingerprint: String,
     /// The tick period health checking needs (0: none); also sets the probe lease's term.
     pub health_period_ms: u64,
-    /// How often the worker ticks (0: never).
+    /// How often the worker ticks (0: never); see [`tick_period_ms`].
     pub tick_period_ms: u64,
     /// Body of the local 400 for a request without a hash key.
     pub missing_key_body: String,
@@ -29,11 +29,10 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// The plan of `config` under `namespace`.
+    /// The plan of `config` under `namespace`, ticking for health only: a policy whose
+    /// requests hold in-flight counts sets [`Self::tick_period_ms`] with [`tick_period_ms`].
     pub fn new(config: Config, namespace: &str) -> Self {
         let health_period_ms = health_period_ms(&config);
-        let counts_in_flight = config.policy == Policy::LeastRequest
-            || (config.policy.hashes() && config.bounded_load_factor.is_some());
         let retry_after_s = config
             .health_check
             .as_ref()
@@ -44,7 +43,7 @@ impl Plan {
             fingerprint: fingerprint(&config),
             namespace: namespace.to_owned(),
             health_period_ms,
-            tick_period_ms: tick_period_ms(health_period_ms, counts_in_flight),
+            tick_period_ms: health_period_ms,
             missing_key_body: missing_key_body(&config),
             retry_after_s,
             config,
@@ -85,7 +84,7 @@ fn health_period_ms(config: &Config) -> u64 {
 
 /// The worker's tick period (0: no tick): health's, or [`RELEASE_FLUSH_MS`] when requests
 /// hold in-flight counts, whichever is shorter.
-fn tick_period_ms(health_period_ms: u64, counts_in_flight: bool) -> u64 {
+pub fn tick_period_ms(health_period_ms: u64, counts_in_flight: bool) -> u64 {
     match (health_period_ms, counts_in_flight) {
         (health, true) if health > 0 => health.min(RELEASE_FLUSH_MS),
         (_, true) => RELEASE_FLUSH_MS,

@@ -176,24 +176,28 @@ impl PolicyState {
         }
     }
 
+    /// The global ticket, for round-robin and hashing's fallback.
+    fn tickets(&self) -> Option<&TicketCounter> {
+        match self {
+            Self::RoundRobin { tickets } => Some(tickets),
+            Self::Hash(hash) => Some(&hash.tickets),
+            Self::Random | Self::LeastRequest { .. } => None,
+        }
+    }
+
     /// The shared-data keys the policy writes.
     pub fn keys(&self) -> Vec<&str> {
-        let mut keys = Vec::new();
-        match self {
-            Self::RoundRobin { tickets } => keys.push(tickets.key()),
-            Self::Hash(hash) => keys.push(hash.tickets.key()),
-            Self::Random | Self::LeastRequest { .. } => {}
-        }
-        keys.extend(self.inflight().map(InflightTable::key));
-        keys
+        let tickets = self.tickets().map(TicketCounter::key);
+        tickets
+            .into_iter()
+            .chain(self.inflight().map(InflightTable::key))
+            .collect()
     }
 
     /// Creates the policy's keys that do not exist yet, keeping existing state.
     pub fn create_shared_keys(&self, store: &dyn SharedStore) -> Result<(), SetError> {
-        match self {
-            Self::RoundRobin { tickets } => tickets.ensure_created(store)?,
-            Self::Hash(hash) => hash.tickets.ensure_created(store)?,
-            Self::Random | Self::LeastRequest { .. } => {}
+        if let Some(tickets) = self.tickets() {
+            tickets.ensure_created(store)?;
         }
         match self.inflight() {
             Some(table) => table.ensure_created(store),
