@@ -9,6 +9,7 @@
 //! reset, as Envoy sees it). A path starting with `/hold` is held until the test calls
 //! [`Upstream::release_held`]: a request that is certainly in flight while the test looks,
 //! however slow the machine, instead of a delay and the hope that it is long enough.
+//! [`UpstreamBuilder::only_host`] makes it a strict server: any other `Host` gets a 400.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -54,6 +55,10 @@ struct Shared {
     held: AtomicU64,
     /// `true` once the test released the held requests.
     gate: tokio::sync::watch::Sender<bool>,
+    /// The only `Host` answered; any other gets a 400 (see [`UpstreamBuilder::only_host`]).
+    only_host: Option<String>,
+    /// Requests refused for their `Host`, with the `Host` they had.
+    wrong_hosts: Mutex<Vec<String>>,
 }
 
 impl Shared {
@@ -72,6 +77,7 @@ pub struct UpstreamBuilder {
     port: Option<u16>,
     delay: Duration,
     status: u16,
+    only_host: Option<String>,
 }
 
 impl UpstreamBuilder {
@@ -90,6 +96,14 @@ impl UpstreamBuilder {
     /// Answer with this status (default 200).
     pub fn status(mut self, status: u16) -> Self {
         self.status = status;
+        self
+    }
+
+    /// Serve only requests whose `Host` (HTTP/1.1's `:authority`) is `host`, compared
+    /// ASCII-case-insensitively, as strict servers do: any other, probes included, gets a 400
+    /// and is recorded in [`Upstream::wrong_hosts`].
+    pub fn only_host(mut self, host: &str) -> Self {
+        self.only_host = Some(host.to_owned());
         self
     }
 
@@ -128,6 +142,8 @@ impl UpstreamBuilder {
             errors: Mutex::new(Vec::new()),
             held: AtomicU64::new(0),
             gate: tokio::sync::watch::Sender::new(false),
+            only_host: self.only_host,
+            wrong_hosts: Mutex::new(Vec::new()),
         });
         let rt = runtime();
         let listener = {
@@ -174,6 +190,7 @@ impl Upstream {
             port: None,
             delay: Duration::ZERO,
             status: 200,
+            only_host: None,
         }
     }
 
@@ -244,6 +261,15 @@ impl Upstream {
     pub fn errors(&self) -> Vec<String> {
         self.shared
             .errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The `Host` of every request refused by [`UpstreamBuilder::only_host`], in order.
+    pub fn wrong_hosts(&self) -> Vec<String> {
+        self.shared
+            .wrong_hosts
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
@@ -346,6 +372,23 @@ async fn handle(
         .get(CLUSTER_HEADER)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         .unwrap_or_default();
+    if let Some(expected) = &shared.only_host {
+        let host = req
+            .headers()
+            .get(hyper::header::HOST)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_default();
+        if !host.eq_ignore_ascii_case(expected) {
+            shared
+                .wrong_hosts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(host);
+            let mut response = Response::new(Full::new(Bytes::from("unknown host\n")));
+            *response.status_mut() = hyper::StatusCode::BAD_REQUEST;
+            return Ok(response);
+        }
+    }
     if req.uri().path().starts_with(RESET_PATH) {
         return Err(ResetRequested);
     }
