@@ -19,7 +19,8 @@
 //! instantiated once, for [`Json`]; the readers are non-generic but for [`At::choice`] (a short
 //! loop per enum type), so each exists once in the binary.
 //!
-//! Floating-point values are never formatted (`{}` of an `f64` links ~12 KB of float
+//! An integral number written as a float (`5.0`) is read as the integer wherever one is expected
+//! (Istio delivers numbers as doubles). Floating-point values are never formatted (`{}` of an `f64` links ~12 KB of float
 //! formatting into the filter): a float where an integer belongs is reported as
 //! `floating point`, without its value.
 
@@ -225,10 +226,19 @@ impl<'a> At<'a> {
         }
     }
 
-    /// A JSON integer in `0..=max` (not `1.0`, as serde); `name` is the type for errors.
+    /// A JSON integer in `0..=max`; `name` is the type for errors. An integral number written
+    /// with a fraction or an exponent (`5.0`, `1e3`) counts as that integer: Istio hands a
+    /// `WasmPlugin`'s `pluginConfig` over as a protobuf `Struct`, whose numbers are all doubles.
+    /// `max` is at most `u32::MAX`, so every value up to it is exact as an `f64`.
     fn integer(&self, max: u64, name: &str) -> Result<u64, ConfigError> {
         match *self.value {
             Json::UInt(n) if n <= max => Ok(n),
+            // In range and integral: checked by the guard, so the cast is exact.
+            Json::Float(f) if f.fract() == 0.0 && (0.0..=max as f64).contains(&f) => Ok(f as u64),
+            Json::Float(f) if f.fract() == 0.0 => Err(self.error(format!(
+                "invalid value: {}, expected {name}",
+                describe(self.value)
+            ))),
             Json::UInt(_) | Json::NegInt(_) => Err(self.error(format!(
                 "invalid value: {}, expected {name}",
                 describe(self.value)
@@ -716,13 +726,48 @@ mod tests {
             reason(read_a("-3", At::u32)),
             "invalid value: integer `-3`, expected u32"
         );
-        for float in ["1.0", "1.5", "1e3", "-0", "-0.0", "18446744073709551616"] {
+        // Istio's pluginConfig arrives with every number a double.
+        for (integral, n) in [
+            ("1.0", 1),
+            ("1e3", 1000),
+            ("-0", 0),
+            ("-0.0", 0),
+            ("5.00", 5),
+        ] {
+            assert_eq!(read_a(integral, At::u32).unwrap(), n, "{integral}");
+        }
+        assert_eq!(read_a("255.0", At::u8).unwrap(), 255);
+        assert_eq!(read_a("4294967295.0", At::u32).unwrap(), u32::MAX);
+        for (out_of_range, name) in [
+            ("256.0", "u8"),
+            ("4294967296.0", "u32"),
+            ("18446744073709551616", "u32"),
+            ("-1.0", "u32"),
+            ("1e300", "u32"),
+        ] {
+            let read = if name == "u8" {
+                read_a(out_of_range, At::u8).map(u32::from)
+            } else {
+                read_a(out_of_range, At::u32)
+            };
+            assert_eq!(
+                reason(read),
+                format!("invalid value: floating point, expected {name}"),
+                "{out_of_range}"
+            );
+        }
+        for float in ["1.5", "0.1", "1e-3"] {
             assert_eq!(
                 reason(read_a(float, At::u32)),
                 "invalid type: floating point, expected u32",
                 "{float}"
             );
         }
+        assert_eq!(read_a("32.0", |at| at.u8_in(1..=32)).unwrap(), 32);
+        assert_eq!(
+            reason(read_a("33.0", |at| at.u8_in(1..=32))),
+            "must be between 1 and 32, got 33"
+        );
         assert_eq!(
             reason(read_a("\"x\"", At::u32)),
             "invalid type: string \"x\", expected u32"

@@ -369,7 +369,7 @@ mod tests {
                 "invalid value: integer `70000`, expected u16",
             ),
             (
-                r#""health_check": {"path": "/h", "timeout_ms": 1.0}"#,
+                r#""health_check": {"path": "/h", "timeout_ms": 1.5}"#,
                 "health_check.timeout_ms",
                 "invalid type: floating point, expected u32",
             ),
@@ -419,15 +419,15 @@ mod tests {
     }
 
     #[test]
-    fn integers_are_json_integers() {
+    fn integers_are_integral_numbers() {
         for (weight, reason) in [
             ("-3", "invalid value: integer `-3`, expected u32"),
             (
                 "99999999999",
                 "invalid value: integer `99999999999`, expected u32",
             ),
-            ("1.0", "invalid type: floating point, expected u32"),
-            ("1e2", "invalid type: floating point, expected u32"),
+            ("1.5", "invalid type: floating point, expected u32"),
+            ("-2.0", "invalid value: floating point, expected u32"),
             ("\"2\"", "invalid type: string \"2\", expected u32"),
         ] {
             let err = rejected(&format!(
@@ -444,6 +444,14 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(config.bounded_load_factor, Some(2.0));
+        // As Istio delivers a WasmPlugin's pluginConfig: every number a double.
+        let config = parse(
+            r#"{"backends": [{"cluster": "a", "weight": 5.0}, {"cluster": "b", "weight": 1e1}],
+                "health_check": {"path": "/h", "interval_ms": 2000.0, "expected_statuses": [200.0]}}"#,
+        )
+        .unwrap();
+        let weights: Vec<u32> = config.backends.iter().map(|b| b.weight).collect();
+        assert_eq!(weights, [5, 10]);
     }
 
     #[test]
