@@ -30,6 +30,10 @@ build: setup
     cargo build --release --target wasm32-wasip1 -p eisodos-filter
     @echo "built {{wasm}} ($(stat -c %s {{wasm}}) bytes)"
 
+# Package the built filter into dist/: eisodos.wasm, its sha256, a Dockerfile, and the same image as an OCI image layout (dist/oci), made without Docker.
+package: build
+    python3 tools/package.py --wasm "{{wasm}}" --out dist
+
 # Unit tests (host and wasm32-wasip1) and integration tests against real Envoy.
 test: build
     cargo test --workspace
