@@ -3,7 +3,8 @@
 //!
 //! The rendered config is the shipped one with only these changes: admin and listener
 //! ports, the `.wasm` filename (absolute), the plugin configuration, the clusters (one per
-//! upstream, copied from the first shipped cluster) and, on request, the Wasm filter removed.
+//! upstream, copied from the first shipped cluster) and, on request, the Wasm filter removed
+//! or its code fetched from a URL ([`crate::remote_code`]).
 //! So tests exercise the configuration users get, not a private copy.
 
 use std::fs::File;
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::remote_code::RemoteCode;
 use crate::upstream::Upstream;
 use crate::{client, paths, ports};
 
@@ -45,6 +47,7 @@ pub struct EnvoyBuilder {
     concurrency: usize,
     with_filter: bool,
     route_timeout: Option<Duration>,
+    remote_code: Option<RemoteCode>,
 }
 
 impl EnvoyBuilder {
@@ -74,6 +77,13 @@ impl EnvoyBuilder {
     /// Sets `timeout` on the shipped routes (Envoy's default is 15 s).
     pub fn route_timeout(mut self, timeout: Duration) -> Self {
         self.route_timeout = Some(timeout);
+        self
+    }
+
+    /// Loads the filter from a URL (`vm_config.code.remote`) instead of the built file, and
+    /// adds the cluster it is fetched through.
+    pub fn remote_code(mut self, remote: RemoteCode) -> Self {
+        self.remote_code = Some(remote);
         self
     }
 
@@ -110,8 +120,12 @@ impl EnvoyBuilder {
                     .ok_or("wasm filter index out of range")?,
                 "/typed_config/config",
             )?;
-            let wasm_path = paths::try_wasm_path()?;
-            *at(wasm, "/vm_config/code/local/filename")? = json!(wasm_path.to_string_lossy());
+            if let Some(remote) = &self.remote_code {
+                *at(wasm, "/vm_config/code")? = remote.code();
+            } else {
+                let wasm_path = paths::try_wasm_path()?;
+                *at(wasm, "/vm_config/code/local/filename")? = json!(wasm_path.to_string_lossy());
+            }
             let value = at(wasm, "/configuration/value")?;
             let plugin = match &self.plugin_config {
                 Some(raw) => raw.clone(),
@@ -149,6 +163,9 @@ impl EnvoyBuilder {
                 "/load_assignment/endpoints/0/lb_endpoints/0/endpoint/address/socket_address/port_value",
             )? = json!(port);
             rendered.push(cluster);
+        }
+        if let Some(remote) = &self.remote_code {
+            rendered.push(remote.cluster());
         }
         *clusters = Value::Array(rendered);
         Ok(config)
@@ -246,6 +263,7 @@ impl Envoy {
             concurrency: 2,
             with_filter: true,
             route_timeout: None,
+            remote_code: None,
         }
     }
 

@@ -15,9 +15,13 @@
 pub mod client;
 pub mod envoy;
 pub mod exclusive;
+pub mod file_server;
 pub mod load;
+pub mod oci;
+pub mod packager;
 pub mod paths;
 pub mod ports;
 pub mod raw;
+pub mod remote_code;
 pub mod upstream;
 pub mod wait;

@@ -31,8 +31,9 @@ use tokio::task::JoinSet;
 /// The request header the filter sets and the route reads.
 pub const CLUSTER_HEADER: &str = "x-eisodos-cluster";
 
-/// The runtime every upstream in this process runs on (2 workers, created on first use).
-fn runtime() -> &'static Runtime {
+/// The runtime every upstream (and the [`crate::file_server`]) in this process runs on (2
+/// workers, created on first use).
+pub(crate) fn runtime() -> &'static Runtime {
     static RT: OnceLock<Runtime> = OnceLock::new();
     RT.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()
