@@ -350,3 +350,42 @@ fn status_page_shows_each_backend() {
     assert_eq!(b["in_flight"], 0);
     assert_eq!(status["backends"][0]["consecutive_probe_successes"], 1);
 }
+
+#[test]
+fn probes_carry_the_authority_resolved_at_configure_time() {
+    let store = MemoryStore::new();
+    let w = worker(
+        r#"{"health_check": {"path": "/h", "authority": "shared.example"},
+            "backends": [{"cluster": "outbound|80||a.ns.svc.cluster.local", "authority": "own.example"},
+                         {"cluster": "outbound|80||b.ns.svc.cluster.local"}]}"#,
+        1,
+        &store,
+    );
+    let derived = worker(
+        r#"{"health_check": {"path": "/h"},
+            "backends": [{"cluster": "outbound|8080|v1|a.ns.svc.cluster.local"}, {"cluster": "b"}]}"#,
+        2,
+        &store,
+    );
+    for (balancer, expected) in [
+        (&w, ["own.example", "shared.example"]),
+        (&derived, ["a.ns.svc.cluster.local:8080", "b"]),
+    ] {
+        let tick = balancer.tick(&store, 0);
+        let sent: Vec<(&str, &str)> = tick
+            .probes
+            .iter()
+            .map(|p| (p.cluster, p.authority))
+            .collect();
+        let clusters: Vec<&str> = balancer
+            .config()
+            .backends
+            .iter()
+            .map(|b| b.cluster.as_str())
+            .collect();
+        assert_eq!(
+            sent,
+            [(clusters[0], expected[0]), (clusters[1], expected[1])]
+        );
+    }
+}

@@ -12,11 +12,10 @@ pub fn send(host: &impl Host, balancer: &Balancer, probe: ProbeRequest<'_>, now_
     let Some(check) = &balancer.config().health_check else {
         return;
     };
-    let authority = check.authority.as_deref().unwrap_or(probe.cluster);
     let headers = [
         (":method", check.method.as_str()),
         (":path", check.path.as_str()),
-        (":authority", authority),
+        (":authority", probe.authority),
         ("user-agent", "eisodos-health-check"),
     ];
     match host.http_call(probe.cluster, &headers, check.timeout_ms) {

@@ -351,6 +351,80 @@ fn the_tick_sends_probes_and_their_answers_change_health() {
     );
 }
 
+/// The probe's Host is the one resolved at configure time: a backend's own `authority`, else
+/// `health_check.authority`, else the host the cluster name carries (Istio's `<fqdn>`).
+#[test]
+fn a_probe_goes_to_the_cluster_with_the_resolved_authority() {
+    let (host, root) = configured(
+        r#"{"health_check": {"path": "/healthz"},
+            "backends": [{"cluster": "outbound|80||svc-a.default.svc.cluster.local"},
+                         {"cluster": "outbound|8080|v1|svc-b.default.svc.cluster.local"},
+                         {"cluster": "httproute/default/web/rule/0", "authority": "web.example"}]}"#,
+    );
+    root.on_tick(&host);
+    let sent: Vec<(String, Option<String>)> = host
+        .take_http_calls()
+        .iter()
+        .map(|call| {
+            (
+                call.cluster.clone(),
+                call.header(":authority").map(str::to_owned),
+            )
+        })
+        .collect();
+    let expected = [
+        (
+            "outbound|80||svc-a.default.svc.cluster.local",
+            "svc-a.default.svc.cluster.local",
+        ),
+        (
+            "outbound|8080|v1|svc-b.default.svc.cluster.local",
+            "svc-b.default.svc.cluster.local:8080",
+        ),
+        ("httproute/default/web/rule/0", "web.example"),
+    ]
+    .map(|(cluster, authority)| (cluster.to_owned(), Some(authority.to_owned())));
+    assert_eq!(sent, expected);
+
+    let (host, root) = configured(
+        r#"{"health_check": {"path": "/healthz", "authority": "shared.example"},
+            "backends": [{"cluster": "backend_a", "authority": "a.example:8080"}, {"cluster": "backend_b"}]}"#,
+    );
+    root.on_tick(&host);
+    let authorities: Vec<Option<String>> = host
+        .take_http_calls()
+        .iter()
+        .map(|call| call.header(":authority").map(str::to_owned))
+        .collect();
+    assert_eq!(
+        authorities,
+        [
+            Some("a.example:8080".to_owned()),
+            Some("shared.example".to_owned())
+        ]
+    );
+}
+
+#[test]
+fn a_cluster_name_without_a_host_is_refused_when_probes_are_on() {
+    let host = FakeHost::new();
+    let root = EisodosRoot::default();
+    let json = r#"{"health_check": {"path": "/healthz"},
+        "backends": [{"cluster": "backend_a"}, {"cluster": "inbound|8080||"}]}"#;
+    host.set_configuration(json);
+    assert!(!root.on_configure(&host, json.len()));
+    let logs = host.take_logs();
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    assert_eq!(logs[0].0, LogLevel::Error);
+    assert!(
+        logs[0]
+            .1
+            .starts_with("invalid configuration: backends[1].authority: not set, and health checks are on: the cluster name \"inbound|8080||\" is an Istio inbound cluster"),
+        "{logs:?}"
+    );
+    assert!(root.balancer().is_none());
+}
+
 #[test]
 fn a_probe_answered_without_a_status_is_a_failure() {
     let (host, root) = probed();

@@ -78,6 +78,8 @@ pub struct ProbeRequest<'a> {
     pub index: usize,
     /// The cluster to send it through.
     pub cluster: &'a str,
+    /// Its `:authority` (Host), resolved at configure time.
+    pub authority: &'a str,
 }
 
 /// What one tick did and asks for.
@@ -346,6 +348,7 @@ impl Balancer {
                 .map(|index| ProbeRequest {
                     index,
                     cluster: self.plan.cluster(index),
+                    authority: self.plan.probe_authority(index),
                 })
                 .collect(),
             changes: tick.changes,

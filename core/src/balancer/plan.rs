@@ -68,6 +68,16 @@ impl Plan {
             .get(index)
             .map_or("", |backend| backend.cluster.as_str())
     }
+
+    /// The `:authority` of backend `index`'s probes ("" without health checks or for an
+    /// index out of range): resolved when the configuration was read, not per probe.
+    pub fn probe_authority(&self, index: usize) -> &str {
+        self.config
+            .health_check
+            .as_ref()
+            .and_then(|check| check.probe_authorities.get(index))
+            .map_or("", String::as_str)
+    }
 }
 
 /// The tick period health checking needs (0: none): a quarter of the probe interval (20 to

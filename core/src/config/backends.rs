@@ -3,14 +3,14 @@
 use std::collections::HashMap;
 
 use super::json::Object;
-use super::{ConfigError, MAX_NAME_LEN};
+use super::{host, ConfigError, MAX_NAME_LEN};
 
 /// Most backends one filter balances over. Keeps per-configuration memory bounded.
 pub const MAX_BACKENDS: usize = 1000;
 /// Backend weights lie in `1..=MAX_WEIGHT`.
 pub const MAX_WEIGHT: u32 = 1000;
 
-/// A backend: an Envoy cluster and its weight.
+/// A backend: an Envoy cluster, its weight, and what its probes say.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Backend {
     /// The Envoy cluster the request goes to; written into the cluster header.
@@ -19,6 +19,11 @@ pub struct Backend {
     pub weight: u32,
     /// Takes traffic only when no primary backend is healthy.
     pub backup: bool,
+    /// The `:authority` (Host) of this backend's probes, as configured: it overrides
+    /// `health_check.authority`. See [`HealthCheckConfig::probe_authorities`] for the one used.
+    ///
+    /// [`HealthCheckConfig::probe_authorities`]: super::HealthCheckConfig::probe_authorities
+    pub authority: Option<String>,
 }
 
 /// `backends`: 1 to [`MAX_BACKENDS`] distinct clusters, not all backups.
@@ -67,11 +72,22 @@ pub(super) fn read(top: &mut Object<'_>) -> Result<Vec<Backend>, ConfigError> {
             Some(backup) => backup.bool()?,
             None => false,
         };
+        let authority = match backend.optional("authority")? {
+            Some(authority) => {
+                let value = authority.string()?;
+                if let Some(reason) = host::host_problem(&value) {
+                    return Err(authority.error(reason));
+                }
+                Some(value)
+            }
+            None => None,
+        };
         backend.finish()?;
         backends.push(Backend {
             cluster,
             weight,
             backup,
+            authority,
         });
     }
     if backends.iter().all(|backend| backend.backup) {

@@ -2,7 +2,7 @@
 //! ejection (`outlier_detection`).
 
 use super::json::{At, Object};
-use super::ConfigError;
+use super::{host, ConfigError};
 
 /// Most expected statuses listed.
 pub const MAX_EXPECTED_STATUSES: usize = 32;
@@ -22,8 +22,12 @@ pub enum InitialState {
 pub struct HealthCheckConfig {
     /// Request path of the probe.
     pub path: String,
-    /// `:authority` of the probe; the cluster name when unset.
+    /// `:authority` of the probes of a backend without its own `authority`.
     pub authority: Option<String>,
+    /// The `:authority` each backend is probed with, by backend index, resolved once at
+    /// configure time: `backends[i].authority`, else [`Self::authority`], else the host its
+    /// cluster name carries (see [`derive_authority`](super::derive_authority)).
+    pub probe_authorities: Vec<String>,
     /// HTTP method of the probe.
     pub method: String,
     /// Time between probes of one backend.
@@ -50,6 +54,7 @@ impl HealthCheckConfig {
         Self {
             path: "/healthz".into(),
             authority: None,
+            probe_authorities: Vec::new(),
             method: "GET".into(),
             interval_ms: 1000,
             timeout_ms: 500,
@@ -107,8 +112,8 @@ pub(super) fn read_health_check(
     let authority = match section.optional("authority")? {
         Some(at) => {
             let authority = at.string()?;
-            if authority.is_empty() || !authority.bytes().all(|c| c.is_ascii_graphic()) {
-                return Err(at.error("must be a non-empty host[:port]".to_owned()));
+            if let Some(reason) = host::host_problem(&authority) {
+                return Err(at.error(reason));
             }
             Some(authority)
         }
@@ -147,6 +152,8 @@ pub(super) fn read_health_check(
     Ok(Some(HealthCheckConfig {
         path,
         authority,
+        // Filled by `authority::resolve` once the backends are known.
+        probe_authorities: Vec::new(),
         method,
         interval_ms,
         timeout_ms,
@@ -211,7 +218,10 @@ mod tests {
         .unwrap();
         assert_eq!(
             config.health_check,
-            Some(HealthCheckConfig::defaults_for_tests())
+            Some(HealthCheckConfig {
+                probe_authorities: vec!["a".into(), "b".into()],
+                ..HealthCheckConfig::defaults_for_tests()
+            })
         );
         assert_eq!(
             config.outlier_detection,

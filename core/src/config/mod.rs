@@ -9,15 +9,18 @@
 
 use std::fmt;
 
+mod authority;
 mod backends;
 mod hash_key;
 mod health;
+mod host;
 mod json;
 mod policy;
 mod status;
 
 use json::{At, Object};
 
+pub use authority::derive as derive_authority;
 pub use backends::{Backend, MAX_BACKENDS, MAX_WEIGHT};
 pub use hash_key::{Empty, HashSource, MAX_HASH_SOURCES};
 pub use health::{HealthCheckConfig, InitialState, OutlierDetectionConfig, MAX_EXPECTED_STATUSES};
@@ -104,9 +107,16 @@ impl Config {
         }
         let document = json::parse(bytes)?;
         let mut top = At::root(&document).object()?;
-        let config = Self::read(&mut top)?;
+        let mut config = Self::read(&mut top)?;
         top.finish()?;
         hash_key::required_by(config.policy, &config.hash_key)?;
+        match &mut config.health_check {
+            Some(check) => {
+                check.probe_authorities =
+                    authority::resolve(&config.backends, check.authority.as_deref())?;
+            }
+            None => authority::unused(&config.backends)?,
+        }
         Ok(config)
     }
 
@@ -220,12 +230,14 @@ mod tests {
                 Backend {
                     cluster: "backend_a".into(),
                     weight: 1,
-                    backup: false
+                    backup: false,
+                    authority: None
                 },
                 Backend {
                     cluster: "backend_b".into(),
                     weight: 1,
-                    backup: false
+                    backup: false,
+                    authority: None
                 }
             ]
         );
@@ -459,7 +471,7 @@ mod tests {
         let err = rejected(r#"{"backends": [{"cluster": "a", "wieght": 2}]}"#);
         assert_eq!(
             err.reason,
-            "unknown field `wieght`, expected one of `cluster`, `weight`, `backup`"
+            "unknown field `wieght`, expected one of `cluster`, `weight`, `backup`, `authority`"
         );
         let err = rejected(&format!(
             r#"{{"policy": "consistent_hash", "hash_key": [{{"source_ip": {{"v6": true}}}}], {A}}}"#
@@ -521,7 +533,7 @@ mod tests {
             (err.field.as_str(), err.reason.as_str()),
             (
                 "backends[0].zz",
-                "unknown field `zz`, expected one of `cluster`, `weight`, `backup`"
+                "unknown field `zz`, expected one of `cluster`, `weight`, `backup`, `authority`"
             )
         );
         let err = rejected(&format!(
