@@ -91,6 +91,23 @@ fn unknown_field() {
     );
 }
 
+/// Envoy Gateway's route-rule clusters carry no host: with health checks on and no
+/// authority to use, the probes would have none, so the configuration is refused.
+#[test]
+fn envoy_gateway_cluster_without_an_authority() {
+    let message = rejection(
+        r#"{"health_check": {"path": "/healthz"},
+            "backends": [{"cluster": "backend_a"}, {"cluster": "httproute/default/web/rule/0"}]}"#,
+    );
+    assert_eq!(
+        message,
+        "backends[1].authority: not set, and health checks are on: the cluster name \
+         \"httproute/default/web/rule/0\" is an Envoy Gateway route-rule cluster, which carries \
+         no host (Envoy Gateway's own health checks default to the route's hostname); set this \
+         (or health_check.authority) to the Host the backend answers to"
+    );
+}
+
 /// Not only validation: a running Envoy refuses to start with it.
 #[test]
 fn envoy_does_not_start_with_a_bad_config() {
