@@ -14,6 +14,7 @@
 
 pub mod client;
 pub mod envoy;
+pub mod envoy_gateway;
 pub mod exclusive;
 pub mod file_server;
 pub mod load;
