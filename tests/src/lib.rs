@@ -17,6 +17,7 @@ pub mod envoy;
 pub mod envoy_gateway;
 pub mod exclusive;
 pub mod file_server;
+pub mod istio;
 pub mod load;
 pub mod oci;
 pub mod packager;
