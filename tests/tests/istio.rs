@@ -51,6 +51,8 @@ fn even(rounds: usize) -> BTreeMap<String, usize> {
 
 #[test]
 fn the_rendered_gateway_spreads_requests_over_the_three_subsets() {
+    // Exact counts need every backend healthy throughout: probes must not time out.
+    let _machine = exclusive::machine();
     let upstreams = strict_upstreams();
     let gateway = istio::start(&upstreams, |_| {});
     // Round-robin: one order for both workers, so 3 x ROUNDS sequential requests give each
@@ -61,6 +63,7 @@ fn the_rendered_gateway_spreads_requests_over_the_three_subsets() {
 
 #[test]
 fn a_client_sent_cluster_header_is_ignored() {
+    let _machine = exclusive::machine();
     let upstreams = strict_upstreams();
     let gateway = istio::start(&upstreams, |_| {});
     let chosen = cluster("blue");
@@ -72,6 +75,7 @@ fn a_client_sent_cluster_header_is_ignored() {
 
 #[test]
 fn a_request_the_filter_did_not_mark_takes_the_fallback_route() {
+    let _machine = exclusive::machine();
     // The filter taken out, as failStrategy FAIL_OPEN skips a failed VM: the client's header
     // is removed before the route match, so the request falls to eisodos-fallback.
     let upstreams = strict_upstreams();
@@ -102,7 +106,7 @@ fn status(gateway: &Gateway) -> Value {
 
 #[test]
 fn probes_pass_at_upstreams_that_check_the_host() {
-    // Waits on probe timers: not while other tests load the machine.
+    // Waits on probe timers: not while the other tests load the machine.
     let _machine = exclusive::machine();
     let upstreams = strict_upstreams();
     let gateway = istio::start(&upstreams, |_| {});
