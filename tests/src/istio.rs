@@ -26,12 +26,6 @@ pub fn cluster(subset: &str) -> String {
     format!("outbound|80|{subset}|{SERVICE_HOST}")
 }
 
-/// Until eisodos derives a probe's Host from an Istio cluster name, the probes of the rendered
-/// config would carry the cluster name and every strict upstream would refuse them; meanwhile
-/// the tests set `health_check.authority` to what the derivation will give. Set to `None`
-/// once the derivation is in, so the tests prove it.
-pub const PROBE_AUTHORITY_OVERRIDE: Option<&str> = Some(SERVICE_HOST);
-
 /// One upstream per subset, named after its cluster, answering only [`SERVICE_HOST`].
 pub fn strict_upstreams() -> Vec<Upstream> {
     SUBSETS
@@ -110,20 +104,6 @@ pub fn wasm_config(config: &mut Value) -> &mut Value {
         .expect("the rendered config has the eisodos Wasm filter")
 }
 
-/// Sets `health_check.authority` in the rendered plugin configuration, as
-/// [`PROBE_AUTHORITY_OVERRIDE`] says.
-fn override_probe_authority(config: &mut Value) {
-    let Some(authority) = PROBE_AUTHORITY_OVERRIDE else {
-        return;
-    };
-    let value = &mut wasm_config(config)["configuration"]["value"];
-    let mut plugin: Value =
-        serde_json::from_str(value.as_str().expect("configuration.value is a string"))
-            .expect("the rendered plugin configuration is JSON");
-    plugin["health_check"]["authority"] = Value::from(authority);
-    *value = Value::from(plugin.to_string());
-}
-
 /// A running gateway: Envoy on the rendered config, with its working directory.
 pub struct Gateway {
     /// The Envoy process.
@@ -139,7 +119,6 @@ pub struct Gateway {
 pub fn start(upstreams: &[Upstream], edit: impl FnOnce(&mut Value)) -> Gateway {
     let mut config = render(None, ports::free_port(), ports::free_port(), upstreams)
         .unwrap_or_else(|e| panic!("render deploy/istio: {e}"));
-    override_probe_authority(&mut config);
     edit(&mut config);
     let dir = tempfile::Builder::new()
         .prefix("eisodos-istio-")
