@@ -63,7 +63,7 @@ validate-manifests:
     node --test
     node validate.mjs
 
-# `envoy --mode validate` on every shipped Envoy config, on what Envoy Gateway would make of deploy/envoy-gateway/, and on docker-compose.yml when docker-compose is installed; and `just validate-manifests`.
+# `envoy --mode validate` on every shipped Envoy config, on what istiod and Envoy Gateway would make of deploy/, and on docker-compose.yml when docker-compose is installed; and `just validate-manifests`.
 validate: build validate-manifests
     #!/usr/bin/env bash
     set -euo pipefail
@@ -75,7 +75,13 @@ validate: build validate-manifests
             || { cat "$tmp/out"; echo "INVALID: $config"; exit 1; }
         echo "valid: $config"
     done
-    # Envoy Gateway's translation of the manifests (every Service's endpoints on one address).
+    # Istio's and Envoy Gateway's translations of the manifests.
+    "{{venv}}/bin/python" tools/render_istio.py --wasm "{{wasm}}" --admin-port 19000 \
+        --listen 8080=10080 > "$tmp/istio.json"
+    "{{envoy}}" --mode validate -c "$tmp/istio.json" --log-level warn > "$tmp/out" 2>&1 \
+        || { cat "$tmp/out"; echo "INVALID: deploy/istio (rendered)"; exit 1; }
+    echo "valid: deploy/istio (rendered as istiod would)"
+    # Envoy Gateway's: every Service's endpoints on one address.
     "{{venv}}/bin/python" tools/render_envoy_gateway.py --wasm "{{wasm}}" --admin-port 19000 \
         --listener-port 10080 --endpoint '*=127.0.0.1:10001' > "$tmp/envoy-gateway.json"
     "{{envoy}}" --mode validate -c "$tmp/envoy-gateway.json" --log-level warn > "$tmp/out" 2>&1 \
