@@ -7,7 +7,6 @@ use std::hash::{BuildHasher, Hasher};
 use std::rc::Rc;
 
 use eisodos_core::balancer::Balancer;
-use eisodos_core::config::Config;
 use log::{debug, error, info, warn};
 
 use crate::host::Host;
@@ -73,9 +72,7 @@ impl EisodosRoot {
             }
         };
         let namespace = plugin_name(host).unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
-        let balancer = match Config::parse(&bytes)
-            .and_then(|config| Balancer::new(config, &namespace, random_seed()))
-        {
+        let balancer = match Balancer::configure(&bytes, &namespace, random_seed()) {
             Ok(balancer) => balancer,
             Err(err) => {
                 error!("invalid configuration: {err}");

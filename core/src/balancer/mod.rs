@@ -123,6 +123,16 @@ pub struct Balancer {
 }
 
 impl Balancer {
+    /// Everything `on_configure` checks and builds, from the plugin configuration's bytes:
+    /// [`Config::parse`], then [`Balancer::new`]. The filter and the `eisodos check` command
+    /// both call this, so a configuration the checker accepts is one the filter accepts.
+    ///
+    /// # Errors
+    /// The first problem found, naming the field and the reason.
+    pub fn configure(bytes: &[u8], namespace: &str, seed: u64) -> Result<Self, ConfigError> {
+        Self::new(Config::parse(bytes)?, namespace, seed)
+    }
+
     /// Prepares `config` for requests. `namespace` keeps this filter's shared-data keys apart
     /// from other eisodos filters in the same VM (the plugin name is a good one); `seed` seeds
     /// this VM's random source and names it in the probe lease.
