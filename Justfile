@@ -45,6 +45,10 @@ test: build
 demo *ARGS: build
     ENVOY_BIN="{{envoy}}" cargo run --quiet -p eisodos-tests --bin demo -- {{ARGS}}
 
+# Check plugin configurations as the filter does, before they are pushed: JSON plugin configs, or every eisodos config in Envoy configs and Istio / Envoy Gateway manifests. Exit 1 when one is invalid.
+check +FILES:
+    @cargo run --quiet -p eisodos-cli -- check {{FILES}}
+
 # Formatting, and clippy with warnings denied for the host and for wasm32-wasip1.
 lint: setup
     cargo fmt --all -- --check

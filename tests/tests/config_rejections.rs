@@ -1,10 +1,13 @@
 //! A bad plugin configuration makes Envoy refuse the whole config, with one log line that
-//! names the field and the reason.
+//! names the field and the reason; `eisodos check` prints the same line.
 
+use eisodos_cli::check;
+use eisodos_cli::find::Options;
 use eisodos_tests::envoy::Envoy;
 use eisodos_tests::upstream::Upstream;
 
-/// Runs `envoy --mode validate` with `plugin_config` and returns the filter's rejection line.
+/// Runs `envoy --mode validate` with `plugin_config` and returns the filter's rejection line,
+/// after checking that `eisodos check` reports the same.
 fn rejection(plugin_config: &str) -> String {
     let a = Upstream::builder("backend_a").start();
     let validation = Envoy::builder()
@@ -27,6 +30,13 @@ fn rejection(plugin_config: &str) -> String {
         .find(|line| line.contains("invalid configuration: "))
         .unwrap_or_else(|| panic!("no rejection line in:\n{}", validation.output));
     let message = line.split("invalid configuration: ").nth(1).unwrap();
+    let checked = check::file("plugin.json", plugin_config, Options::default()).unwrap();
+    let lines: Vec<String> = checked.iter().map(|c| c.line("plugin.json")).collect();
+    assert_eq!(
+        lines,
+        [format!("plugin.json: invalid configuration: {message}")],
+        "eisodos check and Envoy"
+    );
     message.to_owned()
 }
 
