@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use crate::remote_code::RemoteCode;
 use crate::upstream::Upstream;
-use crate::{client, paths, ports};
+use crate::{client, paths, ports, schema};
 
 /// Name of the Wasm HTTP filter in `http_filters`.
 const WASM_FILTER: &str = "envoy.filters.http.wasm";
@@ -62,7 +62,8 @@ impl EnvoyBuilder {
     }
 
     /// The plugin configuration, raw (put as is into `configuration.value`). Default: the
-    /// shipped value with `backends` = one entry per upstream.
+    /// shipped value with `backends` = one entry per upstream. Rendering fails when the JSON
+    /// Schema and the parser disagree on it (see [`crate::schema`]).
     pub fn plugin_config(mut self, json: &str) -> Self {
         self.plugin_config = Some(json.to_owned());
         self
@@ -131,6 +132,7 @@ impl EnvoyBuilder {
                 Some(raw) => raw.clone(),
                 None => default_plugin_config(value, &self.upstreams)?,
             };
+            schema::agrees(&plugin)?;
             *value = json!(plugin);
         } else {
             http_filters.remove(wasm_index);

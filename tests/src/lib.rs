@@ -25,5 +25,6 @@ pub mod paths;
 pub mod ports;
 pub mod raw;
 pub mod remote_code;
+pub mod schema;
 pub mod upstream;
 pub mod wait;

@@ -16,6 +16,9 @@ mod health;
 mod host;
 mod json;
 mod policy;
+#[cfg(test)]
+#[cfg(not(target_family = "wasm"))]
+mod schema_agreement;
 mod status;
 
 use json::{At, Object};
@@ -99,6 +102,9 @@ pub struct Config {
 impl Config {
     /// Parses and validates the plugin configuration bytes.
     pub fn parse(bytes: &[u8]) -> Result<Self, ConfigError> {
+        #[cfg(test)]
+        #[cfg(not(target_family = "wasm"))]
+        schema_agreement::record(bytes);
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(ConfigError::new(
                 "configuration",
