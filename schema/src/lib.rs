@@ -134,6 +134,20 @@ pub const EXCEPTIONS: &[Exception] = &[
         is_this_rule: |error| error.starts_with("backends: weights make a round-robin cycle of "),
     },
     Exception {
+        name: "cluster name that carries no Host",
+        why: "with health checks on and no authority, a probe's Host comes from the cluster name \
+              by Istio's and Envoy Gateway's naming rules (outbound|port|subset|fqdn, \
+              httproute/ns/route/rule/n), which a pattern per backend could only copy in part",
+        example: || {
+            r#"{"health_check": {"path": "/h"}, "backends": [{"cluster": "httproute/default/web/rule/0"}]}"#
+                .to_owned()
+        },
+        is_this_rule: |error| {
+            error.starts_with("backends[")
+                && error.contains(".authority: not set, and health checks are on: ")
+        },
+    },
+    Exception {
         name: "query name over 256 bytes",
         why: "maxLength counts characters; the parser counts the name's UTF-8 bytes",
         example: query_bytes_example,

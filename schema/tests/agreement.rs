@@ -215,21 +215,9 @@ impl Random {
     }
 }
 
-/// Whether the parser reads `backends[].authority` yet (it is being added beside this test;
-/// the schema has it already). Until then its probes are left out, and said to be.
-fn parser_reads_backend_authority() -> bool {
-    let known = !parser(br#"{"backends": [{"cluster": "a", "authority": "a"}]}"#)
-        .is_err_and(|err| err.contains("unknown field `authority`"));
-    if !known {
-        println!("backends[].authority probes left out: the parser does not read the field yet");
-    }
-    known
-}
-
 /// Strings for each pattern the parser checks: hand-picked edges, then random ones.
 fn string_probes() -> Vec<String> {
     let mut configs = Vec::new();
-    let backend_authority = parser_reads_backend_authority();
     let long = |n: usize| "a".repeat(n);
     let names = [
         "a",
@@ -258,11 +246,9 @@ fn string_probes() -> Vec<String> {
         configs.push(with(&format!(
             r#""health_check": {{"path": "/h", "authority": {name}, "method": {name}}}"#
         )));
-        if backend_authority {
-            configs.push(format!(
-                r#"{{"health_check": {{"path": "/h"}}, "backends": [{{"cluster": "a", "authority": {name}}}]}}"#
-            ));
-        }
+        configs.push(format!(
+            r#"{{"health_check": {{"path": "/h"}}, "backends": [{{"cluster": "a", "authority": {name}}}]}}"#
+        ));
     }
     for header in ["X-User", "x-user", "X", "x"] {
         configs.push(with(&format!(
@@ -303,9 +289,8 @@ fn string_probes() -> Vec<String> {
     configs
 }
 
-/// Addresses for `status_allowed_cidrs`: the standard library's parser against the schema's
-/// patterns.
-fn cidr_probes() -> Vec<String> {
+/// IPv4 and IPv6 addresses, with and without a prefix: edges, then random ones.
+fn addresses() -> Vec<String> {
     let edges = [
         "1.2.3.4",
         "0.0.0.0/0",
@@ -397,6 +382,12 @@ fn cidr_probes() -> Vec<String> {
         addresses.push(format!("{six}{prefix}"));
     }
     addresses
+}
+
+/// Addresses for `status_allowed_cidrs`: the standard library's parser against the schema's
+/// patterns.
+fn cidr_probes() -> Vec<String> {
+    addresses()
         .iter()
         .map(|address| {
             with(&format!(
@@ -405,6 +396,37 @@ fn cidr_probes() -> Vec<String> {
             ))
         })
         .collect()
+}
+
+/// The same addresses as a probe's Host: bare, bracketed, and bracketed with a port (a valid
+/// one, and one out of range), for `health_check.authority` and `backends[].authority`.
+fn host_probes() -> Vec<String> {
+    let mut configs = Vec::new();
+    for address in addresses() {
+        for host in [
+            address.clone(),
+            format!("[{address}]"),
+            format!("[{address}]:8080"),
+            format!("[{address}]:65536"),
+            format!("{address}:443"),
+        ] {
+            let host = quoted(&host);
+            configs.push(with(&format!(
+                r#""health_check": {{"path": "/h", "authority": {host}}}"#
+            )));
+            configs.push(format!(
+                r#"{{"health_check": {{"path": "/h"}}, "backends": [{{"cluster": "a", "authority": {host}}}]}}"#
+            ));
+        }
+    }
+    for port in [
+        "0", "1", "00080", "000080", "65535", "65536", "99999", "", "x", "+80",
+    ] {
+        configs.push(with(&format!(
+            r#""health_check": {{"path": "/h", "authority": "svc.local:{port}"}}"#
+        )));
+    }
+    configs
 }
 
 /// Every policy (and none) with every section that belongs to one, `null` where the parser
@@ -598,6 +620,7 @@ fn probes_of_every_pattern_and_rule() {
     for (corpus, configs) in [
         ("string pattern probes", string_probes()),
         ("address probes", cidr_probes()),
+        ("host probes", host_probes()),
         ("cross-field and number probes", rule_probes()),
     ] {
         let mut tally = Tally::default();
