@@ -61,11 +61,41 @@ fn exchange_from(local_ip: Ipv4Addr, port: u16, request: &[u8]) -> Result<Respon
     stream
         .write_all(request)
         .map_err(|e| format!("send: {e}"))?;
+    parse(&read_response(&mut stream)?)
+}
+
+/// Reads one response: up to the end of its body when it has a `content-length`, else to the
+/// end of the stream. Not to the end in every case: after a local reply Envoy waits for the
+/// client to close first (`delayed_close_timeout`, 1 s), so reading to the end would wait that
+/// long for each such response.
+fn read_response(stream: &mut TcpStream) -> Result<Vec<u8>, String> {
     let mut raw = Vec::new();
-    stream
-        .read_to_end(&mut raw)
-        .map_err(|e| format!("read: {e}"))?;
-    parse(&raw)
+    let mut chunk = [0_u8; 4096];
+    loop {
+        if let Some(end) = complete_length(&raw) {
+            raw.truncate(end);
+            return Ok(raw);
+        }
+        let n = stream.read(&mut chunk).map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            return Ok(raw);
+        }
+        raw.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// The length of the whole response in `raw`, once its head and a `content-length` body are
+/// all there.
+fn complete_length(raw: &[u8]) -> Option<usize> {
+    let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = String::from_utf8_lossy(&raw[..head_end]);
+    let length: usize = head.split("\r\n").find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case("content-length")
+            .then(|| value.trim().parse().ok())?
+    })?;
+    (raw.len() >= head_end + length).then_some(head_end + length)
 }
 
 /// Sends a GET, waits `after`, and closes the connection without reading the answer: a client
