@@ -26,5 +26,6 @@ pub mod ports;
 pub mod raw;
 pub mod remote_code;
 pub mod schema;
+mod server;
 pub mod upstream;
 pub mod wait;

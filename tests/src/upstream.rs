@@ -12,38 +12,19 @@
 //! [`UpstreamBuilder::only_host`] makes it a strict server: any other `Host` gets a 400.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
-use tokio::runtime::Runtime;
-use tokio::sync::oneshot;
-use tokio::task::JoinSet;
+
+use crate::server::{ServeError, Server};
 
 /// The request header the filter sets and the route reads.
 pub const CLUSTER_HEADER: &str = "x-eisodos-cluster";
-
-/// The runtime every upstream (and the [`crate::file_server`]) in this process runs on (2
-/// workers, created on first use).
-pub(crate) fn runtime() -> &'static Runtime {
-    static RT: OnceLock<Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("upstream")
-            .enable_all()
-            .build()
-            .expect("build the upstream tokio runtime")
-    })
-}
 
 struct Shared {
     name: String,
@@ -120,20 +101,6 @@ impl UpstreamBuilder {
 
     /// Starts listening, or says why not (typically: the port is taken).
     pub fn try_start(self) -> Result<Upstream, String> {
-        let port = match self.port {
-            Some(port) => {
-                crate::ports::reserve(port);
-                port
-            }
-            None => crate::ports::free_port(),
-        };
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        // Bound here, synchronously: the port is listening when `start` returns.
-        let std_listener = std::net::TcpListener::bind(addr)
-            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-        std_listener
-            .set_nonblocking(true)
-            .map_err(|e| format!("set_nonblocking on {addr}: {e}"))?;
         let shared = Arc::new(Shared {
             name: self.name,
             status: AtomicU16::new(self.status),
@@ -146,21 +113,26 @@ impl UpstreamBuilder {
             only_host: self.only_host,
             wrong_hosts: Mutex::new(Vec::new()),
         });
-        let rt = runtime();
-        let listener = {
-            let _guard = rt.enter();
-            tokio::net::TcpListener::from_std(std_listener)
-                .map_err(|e| format!("hand {addr} to tokio: {e}"))?
+        let service = {
+            let shared = Arc::clone(&shared);
+            move |req| handle(Arc::clone(&shared), req)
         };
-        let (stop_tx, stop_rx) = oneshot::channel();
-        let (stopped_tx, stopped_rx) = std::sync::mpsc::channel();
-        rt.spawn(serve(listener, Arc::clone(&shared), stop_rx, stopped_tx));
-        Ok(Upstream {
-            shared,
-            port,
-            stop: Some(stop_tx),
-            stopped: stopped_rx,
-        })
+        let on_error = {
+            let shared = Arc::clone(&shared);
+            move |error| match error {
+                ServeError::Accept(e) => shared.record_error(format!("accept: {e}")),
+                ServeError::Connection(e) => {
+                    // Resets the test asked for are not errors.
+                    let requested = std::error::Error::source(&e)
+                        .is_some_and(|source| source.is::<ResetRequested>());
+                    if !requested {
+                        shared.record_error(format!("connection: {e}"));
+                    }
+                }
+            }
+        };
+        let server = Server::start(self.port, service, on_error)?;
+        Ok(Upstream { shared, server })
     }
 }
 
@@ -168,16 +140,14 @@ impl UpstreamBuilder {
 /// connection, so the port refuses connections afterwards.
 pub struct Upstream {
     shared: Arc<Shared>,
-    port: u16,
-    stop: Option<oneshot::Sender<()>>,
-    stopped: std::sync::mpsc::Receiver<()>,
+    server: Server,
 }
 
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Upstream")
             .field("name", &self.name())
-            .field("port", &self.port)
+            .field("port", &self.port())
             .field("hits", &self.hits())
             .finish()
     }
@@ -210,7 +180,7 @@ impl Upstream {
 
     /// The port it listens on (127.0.0.1).
     pub fn port(&self) -> u16 {
-        self.port
+        self.server.port()
     }
 
     /// Requests received so far, health probes left out (counted on arrival, before any
@@ -277,61 +247,8 @@ impl Upstream {
     }
 }
 
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        // Wait until the listener and connections are really closed.
-        let _ = self.stopped.recv_timeout(Duration::from_secs(5));
-    }
-}
-
 fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-async fn serve(
-    listener: tokio::net::TcpListener,
-    shared: Arc<Shared>,
-    mut stop: oneshot::Receiver<()>,
-    stopped: std::sync::mpsc::Sender<()>,
-) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = &mut stop => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
-                    let shared = Arc::clone(&shared);
-                    connections.spawn(async move {
-                        let svc_shared = Arc::clone(&shared);
-                        let service = service_fn(move |req| handle(Arc::clone(&svc_shared), req));
-                        if let Err(e) = http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await
-                        {
-                            // Resets the test asked for are not errors.
-                            let requested = std::error::Error::source(&e)
-                                .is_some_and(|source| source.is::<ResetRequested>());
-                            if !requested {
-                                shared.record_error(format!("connection: {e}"));
-                            }
-                        }
-                    });
-                }
-                Err(e) => {
-                    shared.record_error(format!("accept: {e}"));
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            },
-            // Reap finished connection tasks so the set does not grow forever.
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
-    drop(listener);
-    connections.shutdown().await;
-    let _ = stopped.send(());
 }
 
 /// Returned by the service to make hyper drop the connection without answering.
