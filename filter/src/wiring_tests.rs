@@ -30,6 +30,18 @@ fn configured(json: &str) -> (FakeHost, EisodosRoot) {
     (host, root)
 }
 
+/// Configures `root` with `json`, which must be refused with exactly one line, at Error; that
+/// line.
+fn refused(host: &FakeHost, root: &EisodosRoot, json: &str) -> String {
+    host.set_configuration(json);
+    assert!(!root.on_configure(host, json.len()));
+    let mut logs = host.take_logs();
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    let (level, message) = logs.remove(0);
+    assert_eq!(level, LogLevel::Error, "{message}");
+    message
+}
+
 /// A stream of `root` whose request headers (`headers`) went through the filter.
 fn request(host: &FakeHost, root: &EisodosRoot, headers: &[(&str, &str)]) -> (u32, EisodosHttp) {
     host.set_request(headers);
@@ -83,15 +95,9 @@ fn a_bad_configuration_is_refused_with_one_line_naming_the_field() {
     let host = FakeHost::new();
     let root = EisodosRoot::default();
     let json = r#"{"backends": [{"cluster": "backend_a", "weight": 0}]}"#;
-    host.set_configuration(json);
-    assert!(!root.on_configure(&host, json.len()));
     assert_eq!(
-        host.take_logs(),
-        [(
-            LogLevel::Error,
-            "invalid configuration: backends[0].weight: must be between 1 and 1000, got 0"
-                .to_owned()
-        )]
+        refused(&host, &root, json),
+        "invalid configuration: backends[0].weight: must be between 1 and 1000, got 0"
     );
     assert!(root.balancer().is_none());
     assert_eq!(host.tick_period_ms(), None, "nothing to tick for");
@@ -102,14 +108,10 @@ fn a_bad_reconfiguration_keeps_the_balancer_in_force() {
     let (host, root) = configured(&format!("{{{THREE}}}"));
     let before = root.balancer().unwrap();
     let json = r#"{"policy": "fastest", "backends": [{"cluster": "backend_a"}]}"#;
-    host.set_configuration(json);
-    assert!(!root.on_configure(&host, json.len()));
-    let logs = host.take_logs();
-    assert_eq!(logs.len(), 1, "{logs:?}");
-    assert_eq!(logs[0].0, LogLevel::Error);
+    let message = refused(&host, &root, json);
     assert!(
-        logs[0].1.starts_with("invalid configuration: policy: "),
-        "{logs:?}"
+        message.starts_with("invalid configuration: policy: "),
+        "{message}"
     );
     assert!(Rc::ptr_eq(&before, &root.balancer().unwrap()));
 }
@@ -411,16 +413,10 @@ fn a_cluster_name_without_a_host_is_refused_when_probes_are_on() {
     let root = EisodosRoot::default();
     let json = r#"{"health_check": {"path": "/healthz"},
         "backends": [{"cluster": "backend_a"}, {"cluster": "inbound|8080||"}]}"#;
-    host.set_configuration(json);
-    assert!(!root.on_configure(&host, json.len()));
-    let logs = host.take_logs();
-    assert_eq!(logs.len(), 1, "{logs:?}");
-    assert_eq!(logs[0].0, LogLevel::Error);
+    let message = refused(&host, &root, json);
     assert!(
-        logs[0]
-            .1
-            .starts_with("invalid configuration: backends[1].authority: not set, and health checks are on: the cluster name \"inbound|8080||\" is an Istio inbound cluster"),
-        "{logs:?}"
+        message.starts_with("invalid configuration: backends[1].authority: not set, and health checks are on: the cluster name \"inbound|8080||\" is an Istio inbound cluster"),
+        "{message}"
     );
     assert!(root.balancer().is_none());
 }
