@@ -247,6 +247,26 @@ impl Upstream {
     }
 }
 
+/// Asserts that no upstream refused a request for its `Host` (see
+/// [`UpstreamBuilder::only_host`]) and that none saw a server-side error.
+#[track_caller]
+pub fn assert_no_wrong_hosts(upstreams: &[Upstream]) {
+    for upstream in upstreams {
+        assert_eq!(
+            upstream.wrong_hosts(),
+            Vec::<String>::new(),
+            "{} refused these Hosts",
+            upstream.name()
+        );
+        assert_eq!(
+            upstream.errors(),
+            Vec::<String>::new(),
+            "{}",
+            upstream.name()
+        );
+    }
+}
+
 fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use eisodos_tests::client;
 use eisodos_tests::envoy_gateway::{self, Backend, Gateway};
-use eisodos_tests::upstream::{Upstream, CLUSTER_HEADER};
+use eisodos_tests::upstream::{assert_no_wrong_hosts, Upstream, CLUSTER_HEADER};
 use eisodos_tests::wait;
 use serde_json::Value;
 
@@ -64,23 +64,6 @@ fn wait_for_passing_probes(gateway: &Gateway) {
         }
         Ok(())
     });
-}
-
-fn assert_no_wrong_hosts(upstreams: &[Upstream]) {
-    for upstream in upstreams {
-        assert_eq!(
-            upstream.wrong_hosts(),
-            Vec::<String>::new(),
-            "{} was sent another Host",
-            upstream.name()
-        );
-        assert_eq!(
-            upstream.errors(),
-            Vec::<String>::new(),
-            "{}",
-            upstream.name()
-        );
-    }
 }
 
 /// Sends `n` requests with `headers`; counts per (upstream, cluster header it saw).
