@@ -27,8 +27,10 @@ manager, ECDS's Wasm filter in place of its `config_discovery`, EDS's endpoints 
 clusters. As Istio's agent does (pkg/wasm/convert.go), the OCI reference becomes a local file
 (--wasm) and the ISTIO_META_* VM variables are dropped. Left out because upstream Envoy lacks
 them or loopback has no use for them: Istio's own filters (istio.metadata_exchange, istio.alpn,
-istio.stats), mTLS transport sockets, tracing and access logs. Last, addresses become loopback
-and ports the ones given.
+istio.stats), mTLS transport sockets, tracing and access logs. The bootstrap's stats_config is
+the part the agent derives from ProxyConfig: the extraStatTags of the gateway pod's
+proxy.istio.io/config annotation (eisodos' metric labels) and the stats matcher's required
+prefixes. Last, addresses become loopback and ports the ones given.
 """
 
 import argparse
@@ -496,7 +498,30 @@ def render(deploy, mesh_path, wasm_path, admin_port, listen, endpoint_ports):
     address["port_value"] = listen.get(str(address["port_value"]), address["port_value"])
     return {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+        "stats_config": stats_config(mesh["gateway"]),
         "static_resources": {"listeners": [listener], "clusters": build_clusters(docs, mesh)},
+    }
+
+
+# The stat prefixes istiod's bootstrap always lets through its stats matcher
+# (requiredEnvoyStatsMatcherInclusionPrefixes in pkg/bootstrap/config.go). `wasm` covers the
+# `wasmcustom.` stats of Wasm filters, eisodos' among them.
+REQUIRED_INCLUSION_PREFIXES = ["cluster_manager", "listener_manager", "server", "cluster.xds-grpc", "wasm"]
+
+
+def stats_config(gateway):
+    """The bootstrap's stats_config as the agent writes it (pkg/bootstrap/config.go,
+    getStatsOptions): each of the pod's extraStatTags (ProxyConfig, here from the
+    proxy.istio.io/config annotation) becomes the tag regex `(<tag>=\\.=(.*?);\\.;)`, Envoy's
+    default tags are off, and the matcher keeps the required prefixes. Istio's own tags for its
+    standard metrics (reporter, source_workload, ...) are left out with istio.stats itself."""
+    annotation = gateway.get("annotations", {}).get("proxy.istio.io/config", "{}")
+    tags = yaml.safe_load(annotation).get("extraStatTags", [])
+    return {
+        "use_all_default_tags": False,
+        "stats_tags": [{"tag_name": tag, "regex": f"({tag}=\\.=(.*?);\\.;)"} for tag in tags],
+        "stats_matcher": {"inclusion_list": {"patterns": [
+            {"prefix": prefix} for prefix in REQUIRED_INCLUSION_PREFIXES]}},
     }
 
 
