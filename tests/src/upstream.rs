@@ -31,6 +31,8 @@ struct Shared {
     status: AtomicU16,
     delay_ms: AtomicU64,
     hits: AtomicU64,
+    /// Requests being answered now, health probes left out.
+    in_flight: AtomicU64,
     hits_by_path: Mutex<HashMap<String, u64>>,
     errors: Mutex<Vec<String>>,
     /// Requests waiting on the gate now.
@@ -106,6 +108,7 @@ impl UpstreamBuilder {
             status: AtomicU16::new(self.status),
             delay_ms: AtomicU64::new(duration_ms(self.delay)),
             hits: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
             hits_by_path: Mutex::new(HashMap::new()),
             errors: Mutex::new(Vec::new()),
             held: AtomicU64::new(0),
@@ -187,6 +190,12 @@ impl Upstream {
     /// delay).
     pub fn hits(&self) -> u64 {
         self.shared.hits.load(Ordering::SeqCst)
+    }
+
+    /// Requests being answered now (arrived, not yet answered or dropped), health probes
+    /// left out.
+    pub fn in_flight(&self) -> u64 {
+        self.shared.in_flight.load(Ordering::SeqCst)
     }
 
     /// Health probes received so far (requests for [`PROBE_PATH`]); not counted in
@@ -271,6 +280,23 @@ fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// One request in [`Shared::in_flight`] until dropped: when the answer is sent, or when
+/// hyper drops the request's future because the connection went away.
+struct InFlight(Arc<Shared>);
+
+impl InFlight {
+    fn enter(shared: &Arc<Shared>) -> Self {
+        shared.in_flight.fetch_add(1, Ordering::SeqCst);
+        Self(Arc::clone(shared))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Returned by the service to make hyper drop the connection without answering.
 #[derive(Debug)]
 struct ResetRequested;
@@ -296,9 +322,10 @@ async fn handle(
     shared: Arc<Shared>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, ResetRequested> {
-    if req.uri().path() != PROBE_PATH {
+    let _in_flight = (req.uri().path() != PROBE_PATH).then(|| {
         shared.hits.fetch_add(1, Ordering::SeqCst);
-    }
+        InFlight::enter(&shared)
+    });
     *shared
         .hits_by_path
         .lock()
