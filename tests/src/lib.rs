@@ -23,6 +23,7 @@ pub mod oci;
 pub mod packager;
 pub mod paths;
 pub mod ports;
+pub mod pty;
 pub mod raw;
 pub mod remote_code;
 pub mod schema;
