@@ -41,7 +41,7 @@ test: build
     cargo test --workspace
     cargo test -p eisodos-core --target wasm32-wasip1
 
-# Start Envoy with three local upstreams, send a burst and show the spread. `just demo --exit` stops after the burst.
+# Start Envoy with three local upstreams and show the balancing live: a table every second, keys to slow down, fail, kill and restore an upstream. `just demo --exit` sends one burst, shows the spread and stops.
 demo *ARGS: build
     ENVOY_BIN="{{envoy}}" cargo run --quiet -p eisodos-tests --bin demo -- {{ARGS}}
 

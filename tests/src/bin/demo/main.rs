@@ -1,7 +1,14 @@
 //! `just demo`: three upstreams on 127.0.0.1:8081-8083, Envoy with the shipped
-//! `envoy/envoy.yaml` as is, some requests, and a table of where they went.
+//! `envoy/envoy.yaml` as is, and the balancing shown live: a light steady load and a table
+//! of where it goes, refreshed every second, with keys to slow down, fail, kill and restore an
+//! upstream (see `live.rs`). `--exit` sends one burst, prints the spread and stops.
 //!
-//! Usage: `demo [--requests N] [--exit]`. Without `--exit`, keeps running until Ctrl-C.
+//! Usage: `demo [--exit] [--requests N] [--free-ports]`.
+
+mod backends;
+mod frame;
+mod input;
+mod live;
 
 use std::process::ExitCode;
 
@@ -15,33 +22,40 @@ const BACKENDS: [(&str, u16); 3] = [
     ("backend_c", 8083),
 ];
 
+const USAGE: &str = "usage: demo [--exit] [--requests N] [--free-ports]";
+
 struct Args {
     requests: u64,
     exit: bool,
+    free_ports: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         requests: 300,
         exit: false,
+        free_ports: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--exit" => args.exit = true,
+            "--free-ports" => args.free_ports = true,
             "--requests" => {
                 let n = it.next().ok_or("--requests needs a number")?;
                 args.requests = n.parse().map_err(|e| format!("--requests {n}: {e}"))?;
             }
             "-h" | "--help" => {
-                println!("usage: demo [--requests N] [--exit]");
+                println!("{USAGE}");
+                println!(
+                    "  --exit        send one burst of requests, print the spread and stop\n  \
+                     --requests N  the burst's size (default 300; with --exit)\n  \
+                     --free-ports  upstreams, Envoy's listener and admin on free ports instead of\n                \
+                     8081-8083, 10000 and 9901 (the shipped config re-pointed, as the tests do)"
+                );
                 std::process::exit(0);
             }
-            other => {
-                return Err(format!(
-                    "unknown argument {other:?} (usage: demo [--requests N] [--exit])"
-                ))
-            }
+            other => return Err(format!("unknown argument {other:?} ({USAGE})")),
         }
     }
     Ok(args)
@@ -59,6 +73,28 @@ fn main() -> ExitCode {
 
 fn run() -> Result<(), String> {
     let args = parse_args()?;
+    let (upstreams, mut envoy) = if args.free_ports {
+        start_on_free_ports()?
+    } else {
+        start_on_shipped_ports()?
+    };
+    println!(
+        "Envoy is up (pid {}), log: {}",
+        envoy.pid(),
+        envoy.log_path().display()
+    );
+    if args.exit {
+        burst(&envoy, &upstreams, args.requests);
+    } else {
+        live::run(&envoy, upstreams)?;
+    }
+    envoy.stop();
+    println!("stopped");
+    Ok(())
+}
+
+/// The upstreams on 8081-8083 and Envoy on the shipped config as is.
+fn start_on_shipped_ports() -> Result<(Vec<Upstream>, Envoy), String> {
     let root = paths::repo_root();
     let config = paths::shipped_config();
 
@@ -92,15 +128,30 @@ fn run() -> Result<(), String> {
     }
 
     let log = root.join("target/demo/envoy.log");
-    let mut envoy = Envoy::start_with_config_file(&config, &root, &log, 2)?;
-    println!("Envoy is up (pid {}), log: {}", envoy.pid(), log.display());
+    let envoy = Envoy::start_with_config_file(&config, &root, &log, 2)?;
+    Ok((upstreams, envoy))
+}
 
+/// The upstreams and Envoy on free ports: the shipped config re-pointed by the test harness,
+/// so a demo can run next to another one, and the tests can run it.
+fn start_on_free_ports() -> Result<(Vec<Upstream>, Envoy), String> {
+    let upstreams = BACKENDS
+        .iter()
+        .map(|(name, _)| Upstream::builder(name).try_start())
+        .collect::<Result<Vec<_>, _>>()?;
+    let envoy = Envoy::builder().upstreams(&upstreams).try_start()?;
+    Ok((upstreams, envoy))
+}
+
+/// `--exit`: `requests` requests, each on a new connection, and the table of where they went.
+/// Scripts read this output: keep it as it is.
+fn burst(envoy: &Envoy, upstreams: &[Upstream], requests: u64) {
     let url = envoy.url("/");
     let mut non_200 = 0u64;
     let mut failed = 0u64;
     // A new connection per request, so the kernel spreads them over both workers and the
     // spread shows the one global order, not one worker's.
-    for _ in 0..args.requests {
+    for _ in 0..requests {
         match client::try_get_with(&url, &[("connection", "close")]) {
             Ok(r) if r.status == 200 => {}
             Ok(_) => non_200 += 1,
@@ -108,10 +159,10 @@ fn run() -> Result<(), String> {
         }
     }
 
-    println!("\n{} requests to {url}\n", args.requests);
+    println!("\n{requests} requests to {url}\n");
     println!("{:<12} {:>8} {:>8}", "backend", "requests", "percent");
-    let total = args.requests.max(1) as f64;
-    for upstream in &upstreams {
+    let total = requests.max(1) as f64;
+    for upstream in upstreams {
         let hits = upstream.hits();
         println!(
             "{:<12} {:>8} {:>7.1}%",
@@ -142,28 +193,9 @@ fn run() -> Result<(), String> {
         })
         .collect();
     println!("\nconnections per Envoy worker: {}", per_worker.join(", "));
-    for upstream in &upstreams {
+    for upstream in upstreams {
         for error in upstream.errors() {
             eprintln!("{}: server error: {error}", upstream.name());
         }
     }
-
-    if !args.exit {
-        println!(
-            "\nEnvoy listens on {} (admin {}), eisodos' status page: curl {}\nCtrl-C to stop.",
-            envoy.url("/"),
-            envoy.admin_url("/"),
-            envoy.url("/.eisodos/status")
-        );
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| format!("tokio runtime: {e}"))?
-            .block_on(tokio::signal::ctrl_c())
-            .map_err(|e| format!("waiting for Ctrl-C: {e}"))?;
-        println!();
-    }
-    envoy.stop();
-    println!("stopped");
-    Ok(())
 }
