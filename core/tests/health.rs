@@ -5,7 +5,7 @@
 // A test crate: failing loudly is the point.
 #![allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
 
-use eisodos_core::balancer::{Balancer, Decision, ALL_DOWN_BODY};
+use eisodos_core::balancer::{Balancer, Decision, LocalReply, Why, ALL_DOWN_BODY};
 use eisodos_core::config::Config;
 use eisodos_core::health::{Change, Mode, ProbeResult};
 use eisodos_core::memory_store::MemoryStore;
@@ -22,10 +22,18 @@ fn worker(json: &str, seed: u64, store: &MemoryStore) -> Balancer {
 }
 
 fn picks(balancer: &Balancer, store: &MemoryStore, n: usize) -> Vec<String> {
+    picks_why(balancer, store, n)
+        .into_iter()
+        .map(|(cluster, _)| cluster)
+        .collect()
+}
+
+/// [`picks`] with each pick's [`Why`].
+fn picks_why(balancer: &Balancer, store: &MemoryStore, n: usize) -> Vec<(String, Why)> {
     (0..n)
         .map(
             |_| match balancer.choose(store, &StaticRequest::default()) {
-                Decision::Route(choice) => choice.cluster.to_owned(),
+                Decision::Route(choice) => (choice.cluster.to_owned(), choice.why),
                 other => panic!("{other:?}"),
             },
         )
@@ -276,7 +284,13 @@ fn backups_panic_and_all_down_against_probes() {
         [w.mode()]
     };
     assert_eq!(run(&["a"], 0), [Mode::Normal]);
+    assert!(picks_why(&w, &store, 6)
+        .iter()
+        .all(|(_, why)| *why == Why::Ticket));
     assert_eq!(run(&["a", "b", "c"], 10_000), [Mode::Panic]);
+    assert!(picks_why(&w, &store, 6)
+        .iter()
+        .all(|(_, why)| *why == Why::Panic));
     let spread = picks(&w, &store, 40);
     for primary in ["a", "b", "c", "d"] {
         assert!(
@@ -286,11 +300,14 @@ fn backups_panic_and_all_down_against_probes() {
     }
     assert!(!spread.iter().any(|c| c == "spare"));
     assert_eq!(run(&["a", "b", "c", "d"], 20_000), [Mode::Backup]);
-    assert!(picks(&w, &store, 10).iter().all(|c| c == "spare"));
+    assert!(picks_why(&w, &store, 10)
+        .iter()
+        .all(|(c, why)| c == "spare" && *why == Why::Backup));
     assert_eq!(run(&["a", "b", "c", "d", "spare"], 30_000), [Mode::AllDown]);
     assert_eq!(
         w.choose(&store, &StaticRequest::default()),
         Decision::Reject {
+            reply: LocalReply::NoHealthyBackend,
             status: 503,
             body: ALL_DOWN_BODY,
             retry_after: Some(1)

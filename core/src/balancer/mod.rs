@@ -20,6 +20,7 @@
 //! succeeds after failures).
 
 mod candidates;
+mod explain;
 mod plan;
 mod policy;
 mod status;
@@ -30,6 +31,7 @@ use std::rc::Rc;
 use fastrand::Rng;
 
 use self::candidates::{Candidates, Refusal};
+pub use self::explain::{LocalReply, Why};
 use self::plan::Plan;
 pub use self::plan::RELEASE_FLUSH_MS;
 pub use self::policy::Reason;
@@ -51,8 +53,10 @@ pub struct Choice<'a> {
     /// Whether an in-flight count was taken, to give back with [`Balancer::release`] when the
     /// stream ends.
     pub counted: bool,
-    /// How it was chosen.
+    /// How it was chosen, in detail.
     pub reason: Reason,
+    /// Why, in the word access logs and traces show: the reason under the selection mode.
+    pub why: Why,
 }
 
 /// What to do with a request.
@@ -62,6 +66,8 @@ pub enum Decision<'a> {
     Route(Choice<'a>),
     /// Answer locally: no key where one is required, or no backend healthy.
     Reject {
+        /// Why.
+        reply: LocalReply,
         /// HTTP status.
         status: u32,
         /// Response body, one line.
@@ -229,7 +235,7 @@ impl Balancer {
     /// Chooses the backend for one request. Shared-data trouble degrades the balance (see
     /// [`crate::ticket::TicketSource`] and [`crate::inflight`]), never the request.
     pub fn choose(&self, store: &dyn SharedStore, request: &dyn RequestView) -> Decision<'_> {
-        let picked = {
+        let (picked, mode) = {
             // Held across the pick's shared-data calls: the host calls back into the VM only
             // to allocate, which touches no balancer.
             let mut worker = self.worker.borrow_mut();
@@ -237,7 +243,8 @@ impl Balancer {
             if let Err(refusal) = candidates.admit() {
                 return self.refuse(refusal);
             }
-            self.policy.pick(store, request, candidates, rng)
+            let picked = self.policy.pick(store, request, candidates, rng);
+            (picked, candidates.selection.mode)
         };
         match picked {
             Picked::Backend {
@@ -249,8 +256,10 @@ impl Balancer {
                 cluster: self.plan.cluster(index),
                 counted,
                 reason,
+                why: Why::of(reason, mode),
             }),
             Picked::MissingKey => Decision::Reject {
+                reply: LocalReply::MissingKey,
                 status: 400,
                 body: &self.plan.missing_key_body,
                 retry_after: None,
@@ -262,6 +271,7 @@ impl Balancer {
     fn refuse(&self, refusal: Refusal) -> Decision<'_> {
         match refusal {
             Refusal::NoHealthyBackend => Decision::Reject {
+                reply: LocalReply::NoHealthyBackend,
                 status: 503,
                 body: ALL_DOWN_BODY,
                 retry_after: Some(self.plan.retry_after_s),
@@ -484,6 +494,7 @@ mod tests {
             .map(|_| route(balancer.choose(&store, &none)).cluster)
             .collect();
         assert_eq!(picks, ["a", "b", "c", "a", "b", "c"]);
+        assert_eq!(route(balancer.choose(&store, &none)).why, Why::Ticket);
     }
 
     /// Two workers' VMs each build their own balancer over the one process-wide store.
@@ -668,7 +679,7 @@ mod tests {
         let held: Vec<Choice<'_>> = (0..6)
             .map(|_| route(balancer.choose(&store, &Request::default())))
             .collect();
-        assert!(held.iter().all(|c| c.counted));
+        assert!(held.iter().all(|c| c.counted && c.why == Why::LeastRequest));
         // Six requests held over three backends, comparing all three: filled evenly.
         assert_eq!(balancer.in_flight(&store), [2, 2, 2]);
         for choice in &held {
@@ -813,7 +824,9 @@ mod tests {
         let balancer = balancer(&with_policy(r#""policy": "random""#));
         let mut counts = [0; 3];
         for _ in 0..3000 {
-            counts[route(balancer.choose(&store, &Request::default())).index] += 1;
+            let choice = route(balancer.choose(&store, &Request::default()));
+            assert_eq!(choice.why, Why::Random);
+            counts[choice.index] += 1;
         }
         assert_eq!(store.op_counts(), (0, 0));
         assert!(
@@ -840,9 +853,11 @@ mod tests {
                 a.reason,
                 Reason::Hash {
                     hash: Ketama::hash_key(format!("user-{user}").as_bytes()),
-                    skipped: 0
+                    skipped: 0,
+                    spilled: false
                 }
             );
+            assert_eq!(a.why, Why::Hash);
             spread[a.index] += 1;
         }
         assert_eq!(
@@ -858,10 +873,16 @@ mod tests {
         let store = MemoryStore::new();
         let fallback = balancer(&with_policy(HASHED));
         fallback.create_shared_keys(&store).unwrap();
-        let picks: Vec<usize> = (0..3)
-            .map(|_| route(fallback.choose(&store, &Request::default())).index)
+        let picks: Vec<(usize, Why)> = (0..3)
+            .map(|_| {
+                let choice = route(fallback.choose(&store, &Request::default()));
+                (choice.index, choice.why)
+            })
             .collect();
-        assert_eq!(picks, [0, 1, 2]);
+        assert_eq!(
+            picks,
+            [(0, Why::Fallback), (1, Why::Fallback), (2, Why::Fallback)]
+        );
 
         let reject = balancer(&with_policy(&format!(
             r#"{HASHED}, "on_missing_key": "reject""#
@@ -869,6 +890,7 @@ mod tests {
         assert_eq!(
             reject.choose(&store, &Request::default()),
             Decision::Reject {
+                reply: LocalReply::MissingKey,
                 status: 400,
                 body: "eisodos: the request has no hash key (looked for header x-user, cookie s)\n",
                 retry_after: None,
@@ -903,6 +925,12 @@ mod tests {
         assert!(held
             .iter()
             .any(|c| matches!(c.reason, Reason::Hash { skipped: 1.., .. })));
+        // Filling the key's own backend is hashing; passing it for being full is the fallback.
+        assert_eq!(home.why, Why::Hash);
+        for choice in &held {
+            let spilled = choice.index != home.index;
+            assert_eq!(choice.why == Why::Fallback, spilled, "{choice:?}");
+        }
         for choice in held {
             bounded.release(&store, choice.index);
         }
@@ -930,7 +958,8 @@ mod tests {
             route(by_subnet.choose(&store, &from("10.9.8.7:1"))).reason,
             Reason::Hash {
                 hash: key,
-                skipped: 0
+                skipped: 0,
+                spilled: false
             }
         );
     }

@@ -16,12 +16,13 @@ use crate::request_key::{self, RequestView};
 use crate::store::{SetError, SharedStore};
 use crate::ticket::{Ticket, TicketCounter};
 
-/// How the backend was chosen (for debug logs and tests).
+/// How the backend was chosen, in detail (for debug logs and tests; [`super::Why`] is what
+/// operators read).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
     /// Round-robin ticket.
     Ticket(Ticket),
-    /// Weighted random; also least-request's pick when no candidate could be compared.
+    /// Weighted random.
     Random,
     /// Least request; `Deferred` when the in-flight count could not be written yet.
     LeastRequest(Commit),
@@ -32,6 +33,8 @@ pub enum Reason {
         hash: u32,
         /// Backends passed along the ring.
         skipped: u32,
+        /// Whether one of them was a candidate passed for being full (bounded loads).
+        spilled: bool,
     },
     /// A hashing policy fell back to round-robin: the request had no key, or no candidate
     /// owns a point on the ring.
@@ -267,12 +270,14 @@ impl Hash {
         };
         let hash = Ketama::hash_key(&key);
         let mut skipped = 0;
+        let mut spilled = false;
         let picked = match &self.bounded {
             Some((factor, table)) => table
                 .acquire(store, |counts| {
-                    let (index, passed) = bounded(&self.ring, candidates, hash, *factor, counts);
-                    skipped = passed;
-                    index
+                    let walk = bounded(&self.ring, candidates, hash, *factor, counts);
+                    skipped = walk.skipped;
+                    spilled = walk.spilled;
+                    walk.index
                 })
                 .map(|(index, _)| (index, true)),
             None => self
@@ -289,7 +294,11 @@ impl Hash {
             Some((index, counted)) => Picked::Backend {
                 index,
                 counted,
-                reason: Reason::Hash { hash, skipped },
+                reason: Reason::Hash {
+                    hash,
+                    skipped,
+                    spilled,
+                },
             },
             // Only candidates without ring points are left: keep serving.
             None => self.fallback(store, candidates),
@@ -323,6 +332,16 @@ fn uncounted(index: Option<usize>, reason: Reason) -> Picked {
     }
 }
 
+/// Where a bounded-load walk along the ring ended.
+struct BoundedWalk {
+    /// The backend that takes the request (`None`: no candidate on the ring).
+    index: Option<usize>,
+    /// Backends passed.
+    skipped: u32,
+    /// Whether a candidate was passed for being full.
+    spilled: bool,
+}
+
 /// Consistent hashing with bounded loads (Mirrokni, Thorup, Zadimoghaddam): a backend takes the
 /// request only while its in-flight count stays within
 /// `ceil(factor × (total + 1) / candidates)`; otherwise the walk goes on along the ring,
@@ -334,16 +353,24 @@ fn bounded(
     hash: u32,
     factor: f64,
     counts: &Snapshot<'_>,
-) -> (Option<usize>, u32) {
+) -> BoundedWalk {
     let population = candidates.population();
     let total: u64 = population.iter().map(|&i| u64::from(counts.get(i))).sum();
     let capacity = (factor * (total + 1) as f64 / population.len().max(1) as f64).ceil();
-    let mut skipped = 0;
+    let mut walk = BoundedWalk {
+        index: None,
+        skipped: 0,
+        spilled: false,
+    };
     for index in ring.walk(hash) {
-        if candidates.allows(index) && f64::from(counts.get(index)) + 1.0 <= capacity {
-            return (Some(index), skipped);
+        if candidates.allows(index) {
+            if f64::from(counts.get(index)) + 1.0 <= capacity {
+                walk.index = Some(index);
+                return walk;
+            }
+            walk.spilled = true;
         }
-        skipped += 1;
+        walk.skipped += 1;
     }
-    (None, skipped)
+    walk
 }
