@@ -183,6 +183,12 @@ mod calls {
             value: *mut *mut u8,
             value_size: *mut usize,
         ) -> u32;
+        fn proxy_set_property(
+            path: *const u8,
+            path_size: usize,
+            value: *const u8,
+            value_size: usize,
+        ) -> u32;
         fn proxy_get_shared_data(
             key: *const u8,
             key_size: usize,
@@ -301,15 +307,20 @@ mod calls {
         })
     }
 
-    /// Answers the current request locally.
-    pub fn send_response(status: u32, headers: &[(&str, &str)], body: &[u8]) -> Result<(), Status> {
+    /// Answers the current request locally; `details` becomes Envoy's response code details.
+    pub fn send_response(
+        status: u32,
+        details: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<(), Status> {
         let headers = serialize_map(headers);
         // SAFETY: pointers and lengths of live buffers.
         check(unsafe {
             proxy_send_local_response(
                 status,
-                std::ptr::null(),
-                0,
+                details.as_ptr(),
+                details.len(),
                 body.as_ptr(),
                 body.len(),
                 headers.as_ptr(),
@@ -326,6 +337,13 @@ mod calls {
             // SAFETY: pointer and length of a live String, valid out-pointers.
             unsafe { proxy_get_property(path.as_ptr(), path.len(), data, size) }
         })
+    }
+
+    /// Sets the one-segment property `name` of the current stream: Envoy keeps it as filter
+    /// state `wasm.<name>` (a `CelState` of bytes, as long as the filter chain).
+    pub fn set_property(name: &str, value: &str) -> Result<(), Status> {
+        // SAFETY: pointers and lengths of live strs.
+        check(unsafe { proxy_set_property(name.as_ptr(), name.len(), value.as_ptr(), value.len()) })
     }
 
     /// A shared-data value and its cas; `None` when the key does not exist.

@@ -19,10 +19,15 @@ impl Host for AbiHost {
     fn send_response(
         &self,
         status: u32,
+        details: &str,
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Result<(), Status> {
-        abi::send_response(status, headers, body)
+        abi::send_response(status, details, headers, body)
+    }
+
+    fn set_filter_state(&self, name: &str, value: &str) -> Result<(), Status> {
+        abi::set_property(name, value)
     }
 
     fn property(&self, path: &[&str]) -> Result<Option<Vec<u8>>, Status> {

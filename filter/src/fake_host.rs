@@ -23,6 +23,8 @@ use crate::logger::HostLogger;
 pub struct Reply {
     /// HTTP status.
     pub status: u32,
+    /// Envoy's response code details.
+    pub details: String,
     /// Headers, in order.
     pub headers: Vec<(String, String)>,
     /// Body, as text.
@@ -73,6 +75,8 @@ struct State {
     /// The `:status` of the HTTP call being answered.
     call_status: Option<String>,
     headers_set: Vec<(String, String)>,
+    /// Filter state of the current request, by name (without Envoy's `wasm.` prefix).
+    filter_state: HashMap<String, String>,
     replies: Vec<Reply>,
     http_calls: Vec<HttpCall>,
     tick_period_ms: Option<u32>,
@@ -138,6 +142,7 @@ impl FakeHost {
                 .collect();
             state.properties.remove("response.code");
             state.headers_set.clear();
+            state.filter_state.clear();
         });
     }
 
@@ -176,6 +181,11 @@ impl FakeHost {
     /// The request headers the glue set, in order.
     pub fn headers_set(&self) -> Vec<(String, String)> {
         Self::with(|state| state.headers_set.clone())
+    }
+
+    /// Filter state `name` of the current request, as the glue set it.
+    pub fn filter_state(&self, name: &str) -> Option<String> {
+        Self::with(|state| state.filter_state.get(name).cloned())
     }
 
     /// The local replies sent so far.
@@ -254,12 +264,14 @@ impl Host for FakeHost {
     fn send_response(
         &self,
         status: u32,
+        details: &str,
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Result<(), Status> {
         self.call("send_response");
         let reply = Reply {
             status,
+            details: details.to_owned(),
             headers: headers
                 .iter()
                 .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
@@ -267,6 +279,12 @@ impl Host for FakeHost {
             body: String::from_utf8_lossy(body).into_owned(),
         };
         Self::with(|state| state.replies.push(reply));
+        Ok(())
+    }
+
+    fn set_filter_state(&self, name: &str, value: &str) -> Result<(), Status> {
+        self.call("set_property");
+        Self::with(|state| state.filter_state.insert(name.to_owned(), value.to_owned()));
         Ok(())
     }
 

@@ -17,13 +17,20 @@ pub trait Host: SharedStore {
     /// Sets a request header, replacing any value it had.
     fn set_request_header(&self, name: &str, value: &str) -> Result<(), Status>;
 
-    /// Answers the current request locally.
+    /// Answers the current request locally; `details` is what Envoy's access log shows as
+    /// `%RESPONSE_CODE_DETAILS%`.
     fn send_response(
         &self,
         status: u32,
+        details: &str,
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Result<(), Status>;
+
+    /// Sets filter state of the current stream, which Envoy keeps under `wasm.<name>` for
+    /// its access log (`%FILTER_STATE(wasm.<name>:PLAIN)%`) and tracer to read. Only passes
+    /// data in: one of the cheap host calls.
+    fn set_filter_state(&self, name: &str, value: &str) -> Result<(), Status>;
 
     /// A property (`["source", "address"]`, `["response", "code"]`, `["plugin_name"]`);
     /// `None` when absent.

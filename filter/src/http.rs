@@ -1,18 +1,28 @@
 //! The stream context: one per request. Chooses the backend and writes its cluster into the
 //! header the route's `cluster_header` reads (Envoy then matches the route again), or answers
-//! locally (status page, missing key, nothing healthy); when the stream ends, gives back the
-//! in-flight count and tells passive health how the request went.
+//! locally (status page, missing key, nothing healthy); either way it leaves why in filter
+//! state for Envoy's access log and tracer. When the stream ends, gives back the in-flight
+//! count and tells passive health how the request went.
 
 use std::cell::Cell;
 use std::rc::Rc;
 
-use eisodos_core::balancer::{Balancer, Decision, Report};
+use eisodos_core::balancer::{Balancer, Decision, LocalReply, Report};
 use eisodos_core::request_key::{self, RequestView};
 use log::{debug, error, warn};
 
 use crate::host::Host;
 use crate::request::HostRequest;
 use crate::{abi, health_log};
+
+/// The filter state eisodos sets on every request it routes or refuses: Envoy keeps it as
+/// `wasm.eisodos.reason`, read by `%FILTER_STATE(wasm.eisodos.reason:PLAIN)%`. The backend
+/// needs no filter state of its own: it is the cluster header eisodos sets (and Envoy's
+/// `%UPSTREAM_CLUSTER%`), so the decision costs one host call more per request, not two.
+pub const REASON_KEY: &str = "eisodos.reason";
+
+/// Envoy's response code details for the status page.
+const STATUS_PAGE_DETAILS: &str = "eisodos_status_page";
 
 /// Per-request state.
 #[derive(Clone)]
@@ -48,7 +58,7 @@ impl EisodosHttp {
                 ("content-type", "application/json"),
                 ("cache-control", "no-store"),
             ];
-            return reply(host, 200, &headers, &body);
+            return reply(host, 200, STATUS_PAGE_DETAILS, &headers, &body);
         }
         if balancer.wants_latency() {
             self.started_us = host.now_us();
@@ -68,20 +78,23 @@ impl EisodosHttp {
                         status.name()
                     ),
                 }
+                set_reason(host, choice.why.name());
                 abi::CONTINUE
             }
             Decision::Reject {
+                reply: why,
                 status,
                 body,
                 retry_after,
             } => {
                 debug!("answered {status} locally: {}", body.trim_end());
+                set_reason(host, why.name());
                 let retry_after = retry_after.map(|seconds| seconds.to_string());
                 let mut headers = vec![("content-type", "text/plain; charset=utf-8")];
                 if let Some(seconds) = &retry_after {
                     headers.push(("retry-after", seconds));
                 }
-                reply(host, status, &headers, body)
+                reply(host, status, LocalReply::details(why), &headers, body)
             }
         }
     }
@@ -144,8 +157,22 @@ fn is_status_request(host: &impl Host, balancer: &Balancer) -> bool {
     allowed
 }
 
-fn reply(host: &impl Host, status: u32, headers: &[(&str, &str)], body: &str) -> u32 {
-    match host.send_response(status, headers, body.as_bytes()) {
+/// Leaves the decision's reason where Envoy's access log and tracer read it. A failure costs
+/// the request nothing but that, so it is only worth a debug line.
+fn set_reason(host: &impl Host, reason: &str) {
+    if let Err(status) = host.set_filter_state(REASON_KEY, reason) {
+        debug!("cannot set filter state {REASON_KEY}: {}", status.name());
+    }
+}
+
+fn reply(
+    host: &impl Host,
+    status: u32,
+    details: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> u32 {
+    match host.send_response(status, details, headers, body.as_bytes()) {
         Ok(()) => abi::PAUSE,
         Err(err) => {
             warn!("cannot send the {status} reply: {}", err.name());

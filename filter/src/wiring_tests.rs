@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::abi::{self, LogLevel};
 use crate::fake_host::{FakeHost, START_MS};
-use crate::http::EisodosHttp;
+use crate::http::{EisodosHttp, REASON_KEY};
 use crate::root::EisodosRoot;
 
 const CLUSTER_HEADER: &str = "x-eisodos-cluster";
@@ -141,6 +141,39 @@ fn a_request_is_routed_to_the_chosen_backend() {
     assert_eq!(routed, ["backend_a", "backend_b", "backend_c"]);
     assert!(host.replies().is_empty());
     assert!(host.take_logs().is_empty(), "nothing logged per request");
+}
+
+#[test]
+fn the_reason_is_left_in_filter_state_with_one_host_call() {
+    let (host, root) = configured(&format!(r#"{{"policy": "round_robin", {THREE}}}"#));
+    request(&host, &root, &[(":path", "/")]);
+    assert_eq!(host.filter_state(REASON_KEY).as_deref(), Some("ticket"));
+    assert_eq!(
+        host.take_calls(),
+        [
+            "get_shared_data",
+            "set_shared_data",
+            "set_request_header",
+            "set_property"
+        ],
+        "the ticket, the header, and the reason: one call more than routing alone"
+    );
+}
+
+#[test]
+fn a_hashing_request_says_whether_its_key_decided() {
+    let (host, root) = configured(&format!(
+        r#"{{"policy": "consistent_hash", "hash_key": [{{"header": "x-user-id"}}], {THREE}}}"#
+    ));
+    request(&host, &root, &[(":path", "/"), ("x-user-id", "42")]);
+    assert_eq!(host.filter_state(REASON_KEY).as_deref(), Some("hash"));
+    request(&host, &root, &[(":path", "/")]);
+    assert_eq!(
+        host.filter_state(REASON_KEY).as_deref(),
+        Some("fallback"),
+        "no key: round-robin placed it"
+    );
+    assert!(routed_to(&host).is_some());
 }
 
 #[test]
@@ -505,6 +538,8 @@ fn the_status_page_answers_allowed_clients() {
     let page: Value = serde_json::from_str(&reply.body).unwrap();
     assert_eq!(page["policy"], "round_robin");
     assert_eq!(page["now_ms"], START_MS);
+    assert_eq!(reply.details, "eisodos_status_page");
+    assert_eq!(host.filter_state(REASON_KEY), None, "no balancing decision");
     assert_eq!(routed_to(&host), None, "answered, not routed");
 }
 
@@ -539,6 +574,11 @@ fn a_request_without_its_key_is_answered_400() {
     );
     assert!(replies[0].body.contains("x-user-id"), "{:?}", replies[0]);
     assert_eq!(replies[0].header("retry-after"), None);
+    assert_eq!(replies[0].details, "eisodos_missing_key");
+    assert_eq!(
+        host.filter_state(REASON_KEY).as_deref(),
+        Some("missing_key")
+    );
     assert_eq!(routed_to(&host), None);
 
     let (action, _) = request(&host, &root, &[(":path", "/"), ("x-user-id", "42")]);
@@ -565,6 +605,11 @@ fn nothing_healthy_is_answered_503_with_retry_after() {
         replies[0].header("retry-after"),
         Some("2"),
         "one probe interval"
+    );
+    assert_eq!(replies[0].details, "eisodos_no_healthy_backend");
+    assert_eq!(
+        host.filter_state(REASON_KEY).as_deref(),
+        Some("no_healthy_backend")
     );
     assert_eq!(routed_to(&host), None);
 }

@@ -365,6 +365,17 @@ impl Envoy {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// The access log so far: the shipped config writes one JSON object per request to stdout,
+    /// which shares the log file with Envoy's own lines (those never start with `{`). Envoy
+    /// writes it out every 10 s by default, so wait for the entries a test expects.
+    pub fn access_log(&self) -> Vec<Value> {
+        self.log()
+            .lines()
+            .filter(|line| line.starts_with('{'))
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+
     /// Where the log is written.
     pub fn log_path(&self) -> &Path {
         &self.log_path
