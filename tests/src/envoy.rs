@@ -4,7 +4,8 @@
 //! The rendered config is the shipped one with only these changes: admin and listener
 //! ports, the `.wasm` filename (absolute), the plugin configuration, the clusters (one per
 //! upstream, copied from the first shipped cluster) and, on request, the Wasm filter removed
-//! or its code fetched from a URL ([`crate::remote_code`]).
+//! or its code fetched from a URL ([`crate::remote_code`]), or a connection manager field
+//! (such as `tracing`) and clusters added.
 //! So tests exercise the configuration users get, not a private copy.
 
 use std::fs::File;
@@ -48,6 +49,8 @@ pub struct EnvoyBuilder {
     with_filter: bool,
     route_timeout: Option<Duration>,
     remote_code: Option<RemoteCode>,
+    hcm_fields: Vec<(String, Value)>,
+    extra_clusters: Vec<Value>,
 }
 
 impl EnvoyBuilder {
@@ -85,6 +88,18 @@ impl EnvoyBuilder {
     /// adds the cluster it is fetched through.
     pub fn remote_code(mut self, remote: RemoteCode) -> Self {
         self.remote_code = Some(remote);
+        self
+    }
+
+    /// Sets `field` of the HTTP connection manager's `typed_config` (for example `tracing`).
+    pub fn hcm_field(mut self, field: &str, value: Value) -> Self {
+        self.hcm_fields.push((field.to_owned(), value));
+        self
+    }
+
+    /// Adds a cluster beside the upstreams' (for example the one a tracer exports to).
+    pub fn extra_cluster(mut self, cluster: Value) -> Self {
+        self.extra_clusters.push(cluster);
         self
     }
 
@@ -138,6 +153,16 @@ impl EnvoyBuilder {
             http_filters.remove(wasm_index);
         }
 
+        for (field, value) in &self.hcm_fields {
+            *hcm(listener)?
+                .get_mut("typed_config")
+                .ok_or_else(|| format!("no typed_config on the shipped {HCM}"))?
+                .as_object_mut()
+                .ok_or_else(|| format!("the shipped {HCM}'s typed_config is not an object"))?
+                .entry(field.as_str())
+                .or_insert(Value::Null) = value.clone();
+        }
+
         if let Some(timeout) = self.route_timeout {
             let routes = at(
                 hcm(listener)?,
@@ -169,6 +194,7 @@ impl EnvoyBuilder {
         if let Some(remote) = &self.remote_code {
             rendered.push(remote.cluster());
         }
+        rendered.extend(self.extra_clusters.iter().cloned());
         *clusters = Value::Array(rendered);
         Ok(config)
     }
@@ -266,6 +292,8 @@ impl Envoy {
             with_filter: true,
             route_timeout: None,
             remote_code: None,
+            hcm_fields: Vec::new(),
+            extra_clusters: Vec::new(),
         }
     }
 

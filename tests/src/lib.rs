@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod client;
+pub mod collector;
 pub mod envoy;
 pub mod envoy_gateway;
 pub mod exclusive;
