@@ -463,6 +463,9 @@ fn launch(
         .arg(config)
         .args(["--concurrency", &concurrency.to_string()])
         .args(["--disable-hot-restart", "-l", "info"])
+        // Access logs reach the log within 100 ms instead of Envoy's default 10 s, so a test
+        // that reads them does not wait on the flush timer.
+        .args(["--file-flush-interval-msec", "100"])
         .current_dir(cwd)
         .stdin(Stdio::null())
         .stdout(log_file)

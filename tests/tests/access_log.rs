@@ -31,7 +31,7 @@ fn get(envoy: &Envoy, path: &str, headers: &[(&str, &str)]) -> (u16, Option<Stri
 }
 
 /// The access-log lines of the requests for `paths`, in that order, once Envoy has flushed
-/// them all (it writes its log files every 10 s by default; the deadline is far beyond that).
+/// them all (the harness has Envoy flush its log files every 100 ms; the deadline is far beyond that).
 /// Each path must appear on exactly one line.
 fn lines_for(envoy: &Envoy, paths: &[String]) -> Vec<Value> {
     wait::until(Duration::from_secs(60), || {
