@@ -7,7 +7,22 @@
 //! counts as and what they do when the loop gives up, which is why decoding stays in their
 //! closures and the outcome tells exhaustion apart from a host failure.
 
+use std::cell::Cell;
+
 use crate::store::{SetError, SharedStore};
+
+thread_local! {
+    /// Loops that lost every attempt on this thread (a worker's VM is one thread), until
+    /// [`take_exhausted`]: counted here rather than by each caller, whose outcomes differ.
+    static EXHAUSTED: Cell<u64> = const { Cell::new(0) };
+}
+
+/// The [`cas_update`] loops on this thread that lost every attempt since the last call.
+/// Per VM, not per configuration: with two eisodos filters in one VM, the filter whose tick
+/// takes them counts them.
+pub fn take_exhausted() -> u64 {
+    EXHAUSTED.with(Cell::take)
+}
 
 /// Attempts of one [`cas_update`], the same for every caller.
 ///
@@ -71,6 +86,7 @@ pub fn cas_update<W: AsRef<[u8]>>(
             Err(SetError::Host(status)) => return Err(CasError::Host(status)),
         }
     }
+    EXHAUSTED.with(|count| count.set(count.get().saturating_add(1)));
     Err(CasError::Exhausted)
 }
 
@@ -173,12 +189,15 @@ mod tests {
         store.set("k", &[0], None).unwrap();
         store.interfere_after_get(3, |old| vec![old[0] + 10]);
         let before = store.op_counts();
+        take_exhausted();
         let mut runs = 0;
         let result = cas_update(&store, "k", 3, |current| {
             runs += 1;
             increment(current)
         });
         assert_eq!(result, Err(CasError::Exhausted));
+        assert_eq!(take_exhausted(), 1, "counted for the metric");
+        assert_eq!(take_exhausted(), 0, "once");
         assert_eq!(runs, 3);
         assert_eq!(ops_since(&store, before), (3, 3));
         assert_eq!(

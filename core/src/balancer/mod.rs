@@ -31,7 +31,7 @@ use std::rc::Rc;
 use fastrand::Rng;
 
 use self::candidates::{Candidates, Refusal};
-pub use self::explain::{LocalReply, Why};
+pub use self::explain::Why;
 use self::plan::Plan;
 pub use self::plan::RELEASE_FLUSH_MS;
 pub use self::policy::Reason;
@@ -39,6 +39,8 @@ use self::policy::{Picked, PolicyState};
 use crate::config::{Config, ConfigError};
 use crate::health::{Change, Mode, Monitor, MonitorKeys, ProbeResult, Selection};
 use crate::inflight::Commit;
+pub use crate::local_reply::LocalReply;
+use crate::metrics::{Counter, Counters, ProbeOutcome};
 use crate::policy::round_robin::RotationError;
 use crate::request_key::RequestView;
 use crate::store::{SetError, SharedStore};
@@ -126,6 +128,8 @@ pub struct Balancer {
     policy: PolicyState,
     monitor: Option<Monitor>,
     worker: RefCell<Worker>,
+    /// This worker's metric counts, until the filter drains them on its tick.
+    counters: Counters,
 }
 
 impl Balancer {
@@ -166,6 +170,7 @@ impl Balancer {
         };
         let candidates = Rc::new(Candidates::new(selection, &plan.config, policy.spread()));
         Ok(Self {
+            counters: Counters::new(plan.config.backends.len()),
             plan,
             policy,
             monitor,
@@ -203,9 +208,10 @@ impl Balancer {
         }
     }
 
-    /// How often the filter should call [`Self::tick`] (0: never). A quarter of the probe
-    /// interval (20 to 100 ms) with active checks, 100 ms with passive ejection only,
-    /// [`RELEASE_FLUSH_MS`] when requests hold in-flight counts.
+    /// How often the filter should call [`Self::tick`]. A quarter of the probe interval (20 to
+    /// 100 ms) with active checks, 100 ms with passive ejection only, [`RELEASE_FLUSH_MS`]
+    /// when requests hold in-flight counts, else [`crate::metrics::FLUSH_PERIOD_MS`] (to hand
+    /// the metric counts to Envoy).
     pub fn tick_period_ms(&self) -> u64 {
         self.plan.tick_period_ms
     }
@@ -251,31 +257,55 @@ impl Balancer {
                 index,
                 counted,
                 reason,
-            } => Decision::Route(Choice {
-                index,
-                cluster: self.plan.cluster(index),
-                counted,
-                reason,
-                why: Why::of(reason, mode),
-            }),
-            Picked::MissingKey => Decision::Reject {
-                reply: LocalReply::MissingKey,
-                status: 400,
-                body: &self.plan.missing_key_body,
-                retry_after: None,
-            },
+            } => {
+                self.counters.routed(index);
+                Decision::Route(Choice {
+                    index,
+                    cluster: self.plan.cluster(index),
+                    counted,
+                    reason,
+                    why: Why::of(reason, mode),
+                })
+            }
+            Picked::MissingKey => {
+                self.counters.local_reply(LocalReply::MissingKey);
+                Decision::Reject {
+                    reply: LocalReply::MissingKey,
+                    status: 400,
+                    body: &self.plan.missing_key_body,
+                    retry_after: None,
+                }
+            }
             Picked::NoCandidate => self.refuse(Refusal::NoHealthyBackend),
         }
     }
 
     fn refuse(&self, refusal: Refusal) -> Decision<'_> {
         match refusal {
-            Refusal::NoHealthyBackend => Decision::Reject {
-                reply: LocalReply::NoHealthyBackend,
-                status: 503,
-                body: ALL_DOWN_BODY,
-                retry_after: Some(self.plan.retry_after_s),
-            },
+            Refusal::NoHealthyBackend => {
+                self.counters.local_reply(LocalReply::NoHealthyBackend);
+                Decision::Reject {
+                    reply: LocalReply::NoHealthyBackend,
+                    status: 503,
+                    body: ALL_DOWN_BODY,
+                    retry_after: Some(self.plan.retry_after_s),
+                }
+            }
+        }
+    }
+
+    /// Hands this worker's metric counts since the last call to `add`, non-zero ones only
+    /// (see [`Counters::drain`]). Call it on the tick, and once more when retiring.
+    pub fn drain_counts(&self, add: impl FnMut(Counter, u64)) {
+        self.counters.drain(add);
+    }
+
+    /// Whether each backend may take requests (healthy and not ejected) as this worker's copy
+    /// of the shared health record says at `now_ms`; all true without health checking.
+    pub fn backends_healthy(&self, now_ms: u64) -> Vec<bool> {
+        match &self.monitor {
+            Some(monitor) => monitor.eligible(now_ms),
+            None => vec![true; self.plan.config.backends.len()],
         }
     }
 
@@ -343,6 +373,9 @@ impl Balancer {
             return Report::default();
         }
         let report = monitor.report(&self.plan.config, store, index, failed, clock());
+        if let Some(Change::Ejected { .. }) = report.change {
+            self.counters.ejected(index);
+        }
         self.adopt(report.followed.selection);
         Report {
             change: report.change,
@@ -395,13 +428,31 @@ impl Balancer {
     pub fn probe_not_sent(&self, index: usize, now_ms: u64) {
         if let Some(monitor) = &self.monitor {
             monitor.probe_not_sent(index, now_ms);
+            self.counters.probed(index, ProbeOutcome::NetworkFailure);
         }
     }
 
     /// Envoy called back for probe `token`; written to shared data on the next tick. Returns
     /// the backend, or `None` when the token is not a probe of this balancer.
     pub fn probe_answered(&self, token: u32, result: ProbeResult, now_ms: u64) -> Option<usize> {
-        self.monitor.as_ref()?.probe_answered(token, result, now_ms)
+        let index = self
+            .monitor
+            .as_ref()?
+            .probe_answered(token, result, now_ms)?;
+        let expected = |status| {
+            self.plan
+                .config
+                .health_check
+                .as_ref()
+                .is_some_and(|check| check.expected_statuses.contains(&status))
+        };
+        let outcome = match result {
+            ProbeResult::Status(status) if expected(status) => ProbeOutcome::Success,
+            ProbeResult::Status(_) => ProbeOutcome::Failure,
+            ProbeResult::Failed => ProbeOutcome::NetworkFailure,
+        };
+        self.counters.probed(index, outcome);
+        Some(index)
     }
 
     /// Current in-flight count per backend (for status and tests); empty when not counted.
@@ -664,6 +715,75 @@ mod tests {
         assert_eq!(after.population(), [0, 1]);
     }
 
+    fn drained(balancer: &Balancer) -> Vec<(Counter, u64)> {
+        let mut out = Vec::new();
+        balancer.drain_counts(|counter, count| out.push((counter, count)));
+        out
+    }
+
+    #[test]
+    fn decisions_are_counted_for_the_metrics() {
+        let store = MemoryStore::new();
+        let balancer = balancer(THREE);
+        balancer.create_shared_keys(&store).unwrap();
+        for _ in 0..7 {
+            route(balancer.choose(&store, &Request::default()));
+        }
+        assert_eq!(
+            drained(&balancer),
+            [
+                (Counter::Requests(0), 3),
+                (Counter::Requests(1), 2),
+                (Counter::Requests(2), 2)
+            ]
+        );
+        let reject = balancer_seeded(
+            &with_policy(&format!(r#"{HASHED}, "on_missing_key": "reject""#)),
+            1,
+        );
+        reject.choose(&store, &Request::default());
+        assert_eq!(
+            drained(&reject),
+            [(Counter::LocalReplies(LocalReply::MissingKey), 1)]
+        );
+    }
+
+    #[test]
+    fn health_events_are_counted_for_the_metrics() {
+        let store = MemoryStore::new();
+        let balancer = balancer(&with_policy(
+            r#""health_check": {"path": "/h", "unhealthy_threshold": 1},
+               "outlier_detection": {"consecutive_failures": 1, "max_ejection_percent": 100}"#,
+        ));
+        balancer.create_shared_keys(&store).unwrap();
+        assert_eq!(balancer.backends_healthy(0), [true, true, true]);
+        balancer.report(&store, 1, true, 10);
+        balancer.probe_sent(0, 7, 10);
+        balancer.probe_answered(7, ProbeResult::Status(200), 11);
+        balancer.probe_sent(0, 8, 20);
+        balancer.probe_answered(8, ProbeResult::Status(503), 21);
+        balancer.probe_sent(2, 9, 20);
+        balancer.probe_answered(9, ProbeResult::Failed, 21);
+        balancer.probe_not_sent(2, 22);
+        assert_eq!(balancer.probe_answered(99, ProbeResult::Failed, 23), None);
+        balancer.tick(&store, 30);
+        assert_eq!(balancer.backends_healthy(30), [false, false, false]);
+        assert_eq!(balancer.mode(), Mode::AllDown);
+        for _ in 0..2 {
+            balancer.choose(&store, &Request::default());
+        }
+        assert_eq!(
+            drained(&balancer),
+            [
+                (Counter::Ejections(1), 1),
+                (Counter::Probes(0, ProbeOutcome::Success), 1),
+                (Counter::Probes(0, ProbeOutcome::Failure), 1),
+                (Counter::Probes(2, ProbeOutcome::NetworkFailure), 2),
+                (Counter::LocalReplies(LocalReply::NoHealthyBackend), 2),
+            ]
+        );
+    }
+
     #[test]
     fn least_request_counts_until_release() {
         let store = MemoryStore::new();
@@ -758,7 +878,11 @@ mod tests {
         let least = balancer(&with_policy(r#""policy": "least_request""#));
         assert_eq!(least.tick_period_ms(), RELEASE_FLUSH_MS);
         let plain = balancer(&with_policy(r#""policy": "round_robin""#));
-        assert_eq!(plain.tick_period_ms(), 0);
+        assert_eq!(
+            plain.tick_period_ms(),
+            crate::metrics::FLUSH_PERIOD_MS,
+            "a tick to hand the metric counts over, whatever the policy"
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 
 use crate::config::{Config, HashSource, Policy};
+use crate::metrics::FLUSH_PERIOD_MS;
 
 /// How often a worker ticks with in-flight counts: how long an idle worker's releases may
 /// wait before the other workers see them.
@@ -20,7 +21,7 @@ pub struct Plan {
     fingerprint: String,
     /// The tick period health checking needs (0: none); also sets the probe lease's term.
     pub health_period_ms: u64,
-    /// How often the worker ticks (0: never); see [`tick_period_ms`].
+    /// How often the worker ticks; see [`tick_period_ms`].
     pub tick_period_ms: u64,
     /// Body of the local 400 for a request without a hash key.
     pub missing_key_body: String,
@@ -92,12 +93,14 @@ fn health_period_ms(config: &Config) -> u64 {
     }
 }
 
-/// The worker's tick period (0: no tick): health's, or [`RELEASE_FLUSH_MS`] when requests
-/// hold in-flight counts, whichever is shorter.
+/// The worker's tick period: health's, or [`RELEASE_FLUSH_MS`] when requests hold in-flight
+/// counts, whichever is shorter; [`FLUSH_PERIOD_MS`] when neither needs a tick, so the
+/// metrics counted per worker still reach Envoy.
 pub fn tick_period_ms(health_period_ms: u64, counts_in_flight: bool) -> u64 {
     match (health_period_ms, counts_in_flight) {
         (health, true) if health > 0 => health.min(RELEASE_FLUSH_MS),
         (_, true) => RELEASE_FLUSH_MS,
+        (0, false) => FLUSH_PERIOD_MS,
         (health, false) => health,
     }
 }

@@ -157,6 +157,18 @@ impl Monitor {
         self.store.read(store)
     }
 
+    /// Whether each backend may take requests (healthy and not ejected) at `now_ms`, by this
+    /// worker's copy of the record.
+    pub fn eligible(&self, now_ms: u64) -> Vec<bool> {
+        self.view
+            .borrow()
+            .record
+            .backends
+            .iter()
+            .map(|backend| backend.eligible(now_ms))
+            .collect()
+    }
+
     /// Whether a success on `index` has nothing to reset: no failures counted against it.
     /// The common case, so it reads nothing but this worker's copy.
     pub fn clean(&self, index: usize) -> bool {
