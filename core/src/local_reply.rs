@@ -33,7 +33,7 @@ impl LocalReply {
     }
 
     /// Its place in [`Self::ALL`].
-    pub(crate) fn slot(self) -> usize {
+    pub fn slot(self) -> usize {
         self as usize
     }
 }

@@ -94,7 +94,8 @@ impl ProbeOutcome {
         }
     }
 
-    fn slot(self) -> usize {
+    /// Its position in [`Self::ALL`].
+    pub fn slot(self) -> usize {
         self as usize
     }
 }

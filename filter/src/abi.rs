@@ -115,6 +115,15 @@ pub fn allocate(size: usize) -> *mut u8 {
     Box::into_raw(buffer.into_boxed_slice()).cast::<u8>()
 }
 
+/// `proxy_define_metric`'s metric types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    /// Only goes up (`proxy_increment_metric` with a positive offset).
+    Counter = 0,
+    /// Set with `proxy_record_metric`.
+    Gauge = 1,
+}
+
 #[cfg(target_arch = "wasm32")]
 pub use calls::*;
 
@@ -124,7 +133,7 @@ pub use calls::*;
 mod calls {
     use std::ptr::null_mut;
 
-    use super::{serialize_map, take_bytes, LogLevel, Status};
+    use super::{serialize_map, take_bytes, LogLevel, MetricKind, Status};
 
     /// Header maps the host gives access to.
     #[derive(Debug, Clone, Copy)]
@@ -137,8 +146,6 @@ mod calls {
 
     /// `proxy_get_buffer_bytes`' plugin configuration buffer.
     const PLUGIN_CONFIGURATION: u32 = 7;
-    /// `proxy_define_metric`'s gauge type.
-    const GAUGE: u32 = 1;
 
     #[link(wasm_import_module = "env")]
     extern "C" {
@@ -217,6 +224,7 @@ mod calls {
         ) -> u32;
         fn proxy_define_metric(kind: u32, name: *const u8, name_size: usize, id: *mut u32) -> u32;
         fn proxy_record_metric(id: u32, value: u64) -> u32;
+        fn proxy_increment_metric(id: u32, offset: i64) -> u32;
     }
 
     fn check(status: u32) -> Result<(), Status> {
@@ -393,11 +401,11 @@ mod calls {
         Ok(token)
     }
 
-    /// Defines (or finds again) a gauge; returns its id.
-    pub fn define_gauge(name: &str) -> Result<u32, Status> {
+    /// Defines (or finds again) a metric; returns its id.
+    pub fn define_metric(kind: MetricKind, name: &str) -> Result<u32, Status> {
         let mut id = 0;
         // SAFETY: pointer and length of a live str, a valid out-pointer.
-        check(unsafe { proxy_define_metric(GAUGE, name.as_ptr(), name.len(), &mut id) })?;
+        check(unsafe { proxy_define_metric(kind as u32, name.as_ptr(), name.len(), &mut id) })?;
         Ok(id)
     }
 
@@ -405,6 +413,13 @@ mod calls {
     pub fn record_metric(id: u32, value: u64) -> Result<(), Status> {
         // SAFETY: no pointers.
         check(unsafe { proxy_record_metric(id, value) })
+    }
+
+    /// Adds `delta` to a counter (Envoy refuses 0).
+    pub fn increment_metric(id: u32, delta: u64) -> Result<(), Status> {
+        let offset = i64::try_from(delta).unwrap_or(i64::MAX);
+        // SAFETY: no pointers.
+        check(unsafe { proxy_increment_metric(id, offset) })
     }
 }
 

@@ -1,6 +1,6 @@
 //! The real [`Host`]: Envoy, through the proxy-wasm ABI calls of [`crate::abi`].
 
-use crate::abi::{self, LogLevel, MapType, Status};
+use crate::abi::{self, LogLevel, MapType, MetricKind, Status};
 use crate::host::Host;
 
 /// Envoy. Zero-sized: the glue's generic code compiles to the ABI calls themselves.
@@ -59,12 +59,16 @@ impl Host for AbiHost {
         abi::plugin_configuration(size)
     }
 
-    fn define_gauge(&self, name: &str) -> Result<u32, Status> {
-        abi::define_gauge(name)
+    fn define_metric(&self, kind: MetricKind, name: &str) -> Result<u32, Status> {
+        abi::define_metric(kind, name)
     }
 
     fn record_metric(&self, id: u32, value: u64) -> Result<(), Status> {
         abi::record_metric(id, value)
+    }
+
+    fn increment_metric(&self, id: u32, delta: u64) -> Result<(), Status> {
+        abi::increment_metric(id, delta)
     }
 
     fn log(&self, level: LogLevel, message: &str) -> Result<(), Status> {

@@ -14,7 +14,7 @@ use std::sync::Once;
 use eisodos_core::memory_store::MemoryStore;
 use eisodos_core::store::{Cas, GetError, SetError, SharedStore};
 
-use crate::abi::{LogLevel, Status};
+use crate::abi::{LogLevel, MetricKind, Status};
 use crate::host::Host;
 use crate::logger::HostLogger;
 
@@ -80,8 +80,8 @@ struct State {
     replies: Vec<Reply>,
     http_calls: Vec<HttpCall>,
     tick_period_ms: Option<u32>,
-    /// Gauge names, the index being the id, and their values.
-    gauges: Vec<(String, Option<u64>)>,
+    /// Metrics by name, the index being the id: kind and value (`None` until set).
+    metrics: Vec<(String, MetricKind, Option<u64>)>,
     logs: Vec<(LogLevel, String)>,
     calls: Vec<&'static str>,
     store: MemoryStore,
@@ -203,15 +203,20 @@ impl FakeHost {
         Self::with(|state| state.tick_period_ms)
     }
 
-    /// A gauge's value: `None` if never defined, `Some(None)` if never recorded.
-    pub fn gauge(&self, name: &str) -> Option<Option<u64>> {
+    /// A metric's value: `None` if never defined, `Some(None)` if never set or incremented.
+    pub fn metric(&self, name: &str) -> Option<Option<u64>> {
         Self::with(|state| {
             state
-                .gauges
+                .metrics
                 .iter()
-                .find(|(gauge, _)| gauge == name)
-                .map(|(_, value)| *value)
+                .find(|(metric, _, _)| metric == name)
+                .map(|(_, _, value)| *value)
         })
+    }
+
+    /// Every metric defined, with its kind, in the order of definition.
+    pub fn metrics(&self) -> Vec<(String, MetricKind, Option<u64>)> {
+        Self::with(|state| state.metrics.clone())
     }
 
     /// The log lines so far, taken.
@@ -346,14 +351,18 @@ impl Host for FakeHost {
         }))
     }
 
-    fn define_gauge(&self, name: &str) -> Result<u32, Status> {
-        self.call("define_gauge");
+    fn define_metric(&self, kind: MetricKind, name: &str) -> Result<u32, Status> {
+        self.call("define_metric");
         Self::with(|state| {
-            let id = match state.gauges.iter().position(|(gauge, _)| gauge == name) {
+            let id = match state
+                .metrics
+                .iter()
+                .position(|(metric, _, _)| metric == name)
+            {
                 Some(id) => id,
                 None => {
-                    state.gauges.push((name.to_owned(), None));
-                    state.gauges.len() - 1
+                    state.metrics.push((name.to_owned(), kind, None));
+                    state.metrics.len() - 1
                 }
             };
             Ok(u32::try_from(id).unwrap_or(u32::MAX))
@@ -362,12 +371,25 @@ impl Host for FakeHost {
 
     fn record_metric(&self, id: u32, value: u64) -> Result<(), Status> {
         self.call("record_metric");
-        Self::with(|state| match state.gauges.get_mut(id as usize) {
-            Some((_, gauge)) => {
+        Self::with(|state| match state.metrics.get_mut(id as usize) {
+            Some((_, MetricKind::Gauge, gauge)) => {
                 *gauge = Some(value);
                 Ok(())
             }
-            None => Err(Status(1)),
+            // Envoy adds to a counter instead; eisodos never records one.
+            _ => Err(Status(2)),
+        })
+    }
+
+    fn increment_metric(&self, id: u32, delta: u64) -> Result<(), Status> {
+        self.call("increment_metric");
+        Self::with(|state| match state.metrics.get_mut(id as usize) {
+            // Envoy refuses to add 0 (BadArgument).
+            Some((_, _, value)) if delta > 0 => {
+                *value = Some(value.unwrap_or(0) + delta);
+                Ok(())
+            }
+            _ => Err(Status(2)),
         })
     }
 

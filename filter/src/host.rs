@@ -7,7 +7,7 @@
 
 use eisodos_core::store::SharedStore;
 
-use crate::abi::{LogLevel, Status};
+use crate::abi::{LogLevel, MetricKind, Status};
 
 /// The host calls eisodos makes. Shared data is the host's [`SharedStore`].
 pub trait Host: SharedStore {
@@ -58,11 +58,15 @@ pub trait Host: SharedStore {
     /// The plugin configuration bytes (`size` as the host announced it).
     fn plugin_configuration(&self, size: usize) -> Result<Vec<u8>, Status>;
 
-    /// Defines (or finds again) a gauge; returns its id.
-    fn define_gauge(&self, name: &str) -> Result<u32, Status>;
+    /// Defines (or finds again) a metric; returns its id (per VM; the stat is one per name
+    /// for the whole process).
+    fn define_metric(&self, kind: MetricKind, name: &str) -> Result<u32, Status>;
 
     /// Sets a gauge.
     fn record_metric(&self, id: u32, value: u64) -> Result<(), Status>;
+
+    /// Adds `delta` (not 0: Envoy refuses it) to a counter.
+    fn increment_metric(&self, id: u32, delta: u64) -> Result<(), Status>;
 
     /// Writes a line to the host's log.
     fn log(&self, level: LogLevel, message: &str) -> Result<(), Status>;

@@ -23,6 +23,8 @@ mod host;
 mod http;
 mod logger;
 mod metrics;
+#[cfg(test)]
+mod metrics_tests;
 mod probe;
 mod request;
 mod root;

@@ -7,40 +7,46 @@ use std::hash::{BuildHasher, Hasher};
 use std::rc::Rc;
 
 use eisodos_core::balancer::Balancer;
+use eisodos_core::metrics::FLUSH_PERIOD_MS;
 use log::{debug, error, info, warn};
 
 use crate::host::Host;
-use crate::metrics::InFlightGauges;
+use crate::metrics::Metrics;
 use crate::{health_log, probe};
 
 /// Used when Envoy does not report the plugin's name.
 const DEFAULT_NAMESPACE: &str = "eisodos";
 
+/// The current configuration: its balancer and its metrics.
+type Current = (Rc<Balancer>, Rc<Metrics>);
+
 /// Holds the current configuration's balancer, replaced as a whole on reconfiguration. Its
 /// cells are never borrowed across a host call.
 #[derive(Default)]
 pub struct EisodosRoot {
-    balancer: RefCell<Option<Rc<Balancer>>>,
-    in_flight_gauges: RefCell<Option<Rc<InFlightGauges>>>,
-    /// When the gauges were last refreshed.
-    gauges_ms: Cell<u64>,
+    current: RefCell<Option<Current>>,
+    /// Ticks until the next flush of the metric counts and the in-flight gauges.
+    ticks_to_flush: Cell<u64>,
 }
-
-/// How often the in-flight gauges are refreshed: each refresh is a shared-data read, and the
-/// tick that writes releases runs every 20 ms.
-const GAUGE_PERIOD_MS: u64 = 1_000;
 
 impl EisodosRoot {
     /// The current balancer, for a new stream.
     pub fn balancer(&self) -> Option<Rc<Balancer>> {
-        self.balancer.borrow().clone()
+        self.current
+            .borrow()
+            .as_ref()
+            .map(|(balancer, _)| Rc::clone(balancer))
+    }
+
+    fn current(&self) -> Option<Current> {
+        self.current.borrow().clone()
     }
 
     /// The plugin is going away: its balancer ticks no more, but requests it admitted may
-    /// still end and must give their in-flight counts back.
+    /// still end and must give their in-flight counts back; its counts go to Envoy now.
     pub fn retire(&self, host: &impl Host) {
-        if let Some(balancer) = self.balancer() {
-            balancer.retire(host);
+        if let Some((balancer, metrics)) = self.current() {
+            retire(host, &balancer, &metrics);
         }
     }
 
@@ -93,29 +99,28 @@ impl EisodosRoot {
         for cluster in balancer.unreachable_by_hash() {
             warn!("backend {cluster} has no point on the hash ring (weight too small next to the others): it gets no hashed requests");
         }
-        // The tick flushes in-flight debt, follows the shared health record and sends probes.
-        let tick = u32::try_from(balancer.tick_period_ms()).unwrap_or(u32::MAX);
+        // The tick flushes in-flight debt, follows the shared health record, sends probes and
+        // hands the metric counts to Envoy.
+        let period = balancer.tick_period_ms();
+        let tick = u32::try_from(period).unwrap_or(u32::MAX);
         if let Err(status) = host.set_tick_period_ms(tick) {
             warn!("cannot set the tick period: {}", status.name());
         }
-        let gauges = balancer.counts_in_flight().then(|| {
-            Rc::new(InFlightGauges::define(
-                host,
-                &namespace,
-                config.backends.iter().map(|b| b.cluster.as_str()),
-            ))
-        });
-        *self.in_flight_gauges.borrow_mut() = gauges;
-        let replaced = self.balancer.borrow_mut().replace(Rc::new(balancer));
-        if let Some(replaced) = replaced {
-            replaced.retire(host);
+        let metrics = Rc::new(Metrics::define(host, &namespace, &balancer));
+        self.ticks_to_flush.set(0);
+        let replaced = self
+            .current
+            .borrow_mut()
+            .replace((Rc::new(balancer), metrics));
+        if let Some((balancer, metrics)) = replaced {
+            retire(host, &balancer, &metrics);
         }
         true
     }
 
-    /// The periodic work: in-flight debt, health, probes, gauges.
+    /// The periodic work: in-flight debt, health, probes, metrics.
     pub fn on_tick(&self, host: &impl Host) {
-        let Some(balancer) = self.balancer() else {
+        let Some((balancer, metrics)) = self.current() else {
             return;
         };
         let balancer = &balancer;
@@ -125,14 +130,34 @@ impl EisodosRoot {
         for probe in tick.probes {
             probe::send(host, balancer, probe, now);
         }
-        let gauges = self.in_flight_gauges.borrow().clone();
-        if let Some(gauges) = gauges {
-            if now.saturating_sub(self.gauges_ms.get()) >= GAUGE_PERIOD_MS {
-                self.gauges_ms.set(now);
-                gauges.record(host, &balancer.in_flight(host));
-            }
+        metrics.follow_health(host, balancer, now);
+        // Counted in ticks, not by the clock: a flush every FLUSH_PERIOD_MS of ticks, so a
+        // tick of that very period flushes every time whatever its jitter.
+        let left = self.ticks_to_flush.get();
+        if left > 1 {
+            self.ticks_to_flush.set(left - 1);
+            return;
+        }
+        self.ticks_to_flush
+            .set(ticks_per_flush(balancer.tick_period_ms()));
+        metrics.flush_counts(host, balancer);
+        if metrics.counts_in_flight() {
+            // A shared-data read: once per flush, not per tick.
+            metrics.record_in_flight(host, &balancer.in_flight(host));
         }
     }
+}
+
+/// Ticks of `tick_period_ms` between two flushes of the metrics: one flush per
+/// [`FLUSH_PERIOD_MS`] (the counts in Envoy are at most that, plus one tick, behind).
+fn ticks_per_flush(tick_period_ms: u64) -> u64 {
+    (FLUSH_PERIOD_MS / tick_period_ms.max(1)).max(1)
+}
+
+/// A configuration is done: pending releases and counts are written now.
+fn retire(host: &impl Host, balancer: &Balancer, metrics: &Metrics) {
+    balancer.retire(host);
+    metrics.flush_counts(host, balancer);
 }
 
 /// The `name` Envoy gives this plugin: keeps shared-data keys of two eisodos filters apart.

@@ -12,11 +12,11 @@ use crate::http::{EisodosHttp, REASON_KEY};
 use crate::root::EisodosRoot;
 
 const CLUSTER_HEADER: &str = "x-eisodos-cluster";
-const THREE: &str =
+pub(crate) const THREE: &str =
     r#""backends": [{"cluster": "backend_a"}, {"cluster": "backend_b"}, {"cluster": "backend_c"}]"#;
 
 /// A root configured with `json` on a fresh host; the log and call records start empty.
-fn configured(json: &str) -> (FakeHost, EisodosRoot) {
+pub(crate) fn configured(json: &str) -> (FakeHost, EisodosRoot) {
     let host = FakeHost::new();
     let root = EisodosRoot::default();
     host.set_configuration(json);
@@ -43,7 +43,11 @@ fn refused(host: &FakeHost, root: &EisodosRoot, json: &str) -> String {
 }
 
 /// A stream of `root` whose request headers (`headers`) went through the filter.
-fn request(host: &FakeHost, root: &EisodosRoot, headers: &[(&str, &str)]) -> (u32, EisodosHttp) {
+pub(crate) fn request(
+    host: &FakeHost,
+    root: &EisodosRoot,
+    headers: &[(&str, &str)],
+) -> (u32, EisodosHttp) {
     host.set_request(headers);
     let mut stream = EisodosHttp::new(root.balancer());
     let action = stream.on_request_headers(host);
@@ -51,7 +55,7 @@ fn request(host: &FakeHost, root: &EisodosRoot, headers: &[(&str, &str)]) -> (u3
 }
 
 /// The backend the last request was sent to.
-fn routed_to(host: &FakeHost) -> Option<String> {
+pub(crate) fn routed_to(host: &FakeHost) -> Option<String> {
     host.headers_set()
         .into_iter()
         .rev()
@@ -85,7 +89,7 @@ fn a_good_configuration_is_accepted_and_logged() {
     // Least-request ticks to write the releases of ended streams.
     assert!(host.tick_period_ms().is_some_and(|ms| ms > 0));
     assert_eq!(
-        host.gauge("eisodos.eisodos.in_flight.backend_b"),
+        host.metric("eisodos.plugin=.=eisodos;.;backend=.=backend_b;.;in_flight"),
         Some(None)
     );
 }
@@ -117,15 +121,20 @@ fn a_bad_reconfiguration_keeps_the_balancer_in_force() {
 }
 
 #[test]
-fn the_plugin_name_keeps_shared_data_and_gauges_apart() {
+fn the_plugin_name_keeps_shared_data_and_metrics_apart() {
     let host = FakeHost::new();
     host.set_property(&["plugin_name"], b"edge");
     let root = EisodosRoot::default();
     let json = format!(r#"{{"policy": "least_request", {THREE}}}"#);
     host.set_configuration(&json);
     assert!(root.on_configure(&host, json.len()));
-    assert_eq!(host.gauge("eisodos.edge.in_flight.backend_a"), Some(None));
-    assert_eq!(host.gauge("eisodos.eisodos.in_flight.backend_a"), None);
+    let in_flight = |plugin: &str| {
+        host.metric(&format!(
+            "eisodos.plugin=.={plugin};.;backend=.=backend_a;.;in_flight"
+        ))
+    };
+    assert_eq!(in_flight("edge"), Some(None));
+    assert_eq!(in_flight("eisodos"), None);
 }
 
 #[test]
@@ -193,26 +202,31 @@ fn stream_end_releases_the_in_flight_count() {
     let (_, second) = request(&host, &root, &[(":path", "/")]);
     assert_eq!(balancer.in_flight(&host).iter().sum::<u32>(), 2);
     root.on_tick(&host);
+    let gauge = |b: &str| {
+        host.metric(&format!(
+            "eisodos.plugin=.=eisodos;.;backend=.={b};.;in_flight"
+        ))
+        .flatten()
+    };
     let gauges: Vec<_> = ["backend_a", "backend_b", "backend_c"]
-        .iter()
-        .map(|b| {
-            host.gauge(&format!("eisodos.eisodos.in_flight.{b}"))
-                .flatten()
-        })
+        .map(gauge)
+        .into_iter()
         .collect();
     assert_eq!(gauges.iter().flatten().sum::<u64>(), 2, "{gauges:?}");
 
     first.on_log(&host);
     second.on_log(&host);
     // Releases are written on the next tick (or pick), not one shared-data write per stream.
-    host.advance_ms(1_000);
+    host.advance_ms(20);
     root.on_tick(&host);
     assert_eq!(balancer.in_flight(&host), [0, 0, 0]);
     assert_eq!(
-        host.gauge("eisodos.eisodos.in_flight.backend_a"),
-        Some(Some(0)),
-        "the gauges follow"
+        gauge("backend_a"),
+        gauges[0],
+        "refreshed once per flush period, not on every tick"
     );
+    crate::metrics_tests::until_flushed(&host, &root);
+    assert_eq!(gauge("backend_a"), Some(0), "the gauges follow");
 }
 
 #[test]
