@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::prometheus::Scrape;
 use crate::remote_code::RemoteCode;
 use crate::upstream::Upstream;
 use crate::{client, paths, ports, schema};
@@ -386,6 +387,15 @@ impl Envoy {
                 None
             }
         })
+    }
+
+    /// Admin `/stats/prometheus`, parsed.
+    ///
+    /// # Panics
+    /// When the scrape is not in the Prometheus text format.
+    pub fn scrape(&self) -> Scrape {
+        let text = self.admin_get("/stats/prometheus");
+        Scrape::parse(&text).unwrap_or_else(|err| panic!("/stats/prometheus: {err}"))
     }
 
     /// Everything Envoy has logged so far.

@@ -24,6 +24,7 @@ pub mod oci;
 pub mod packager;
 pub mod paths;
 pub mod ports;
+pub mod prometheus;
 pub mod pty;
 pub mod raw;
 pub mod remote_code;

@@ -30,20 +30,18 @@ fn load(envoy: &Envoy, threads: usize, per_thread: usize) {
     });
 }
 
-/// The `wasmcustom.eisodos.eisodos.in_flight.<cluster>` gauges, in `clusters` order.
+/// The `eisodos_in_flight{backend="<cluster>"}` gauges, in `clusters` order.
 fn in_flight_gauges(envoy: &Envoy, clusters: &[&str]) -> Vec<u64> {
-    let stats = envoy.stats();
+    let scrape = envoy.scrape();
     clusters
         .iter()
         .map(|cluster| {
-            let name = format!("wasmcustom.eisodos.eisodos.in_flight.{cluster}: ");
-            stats
-                .lines()
-                .find_map(|line| line.strip_prefix(&name))
-                .unwrap_or_else(|| panic!("no gauge for {cluster} in:\n{stats}"))
-                .trim()
-                .parse()
-                .unwrap()
+            let value = scrape
+                .value("eisodos_in_flight", &[("backend", cluster)])
+                .unwrap_or_else(|| {
+                    panic!("no gauge for {cluster} in:\n{}", scrape.lines("eisodos_"))
+                });
+            value as u64
         })
         .collect()
 }

@@ -65,3 +65,30 @@ fn compose_config_points_at_the_mounted_wasm_and_the_compose_services() {
     assert!(compose_file
         .contains("./target/wasm32-wasip1/release/eisodos.wasm:/etc/envoy/eisodos.wasm"));
 }
+
+/// The tags that turn eisodos' encoded stat names into Prometheus labels (see the README's
+/// Metrics section), in the order the labels are written.
+#[test]
+fn the_shipped_config_carries_the_metric_stats_tags() {
+    let local = load("envoy.yaml");
+    let tags: Vec<(&str, &str)> = local["stats_config"]["stats_tags"]
+        .as_array()
+        .expect("stats_config.stats_tags")
+        .iter()
+        .map(|tag| {
+            (
+                tag["tag_name"].as_str().unwrap(),
+                tag["regex"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        tags,
+        [
+            ("plugin", r"(plugin=\.=(.*?);\.;)"),
+            ("backend", r"(backend=\.=(.*?);\.;)"),
+            ("result", r"(result=\.=(.*?);\.;)"),
+            ("reason", r"(reason=\.=(.*?);\.;)"),
+        ]
+    );
+}
