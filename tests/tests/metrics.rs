@@ -1,9 +1,10 @@
 //! The metrics as an operator scrapes them: real Envoy on the shipped `envoy/envoy.yaml`
 //! (its `stats_config` included), `/stats/prometheus` read after known traffic, exact values.
 //!
-//! Counters reach Envoy on each worker's flush (once a second), so a count is read once it has
-//! stopped changing for two flush periods ([`settled`]), then compared for equality: a count
-//! that went past its value, or got there late, fails.
+//! Counters reach Envoy on each worker's flush (once a second), so a count is read once the
+//! traffic sent is all counted and nothing has changed for two flush periods after
+//! ([`settled`]), then compared for equality: a count that goes past its value fails, and one
+//! that never gets there times out.
 
 use std::time::{Duration, Instant};
 
@@ -34,23 +35,32 @@ fn series(scrape: &Scrape, families: &[&str]) -> Vec<String> {
         .collect()
 }
 
-/// A scrape taken once `families` have not changed for [`SETTLED_AFTER`].
-fn settled(envoy: &Envoy, families: &[&str]) -> Scrape {
+/// A scrape taken once `counted` holds (the traffic sent is all there) and `families` have
+/// not changed for [`SETTLED_AFTER`] since: whatever comes later is counted twice.
+fn settled(envoy: &Envoy, families: &[&str], counted: impl Fn(&Scrape) -> bool) -> Scrape {
     let mut last = envoy.scrape();
     let mut since = Instant::now();
     wait::until(DEADLINE, || {
         let now = envoy.scrape();
-        if series(&now, families) != series(&last, families) {
+        if !counted(&now) || series(&now, families) != series(&last, families) {
             last = now;
             since = Instant::now();
         }
         if since.elapsed() >= SETTLED_AFTER {
             Ok(())
         } else {
-            Err(format!("still changing:\n{}", last.lines("eisodos_")))
+            Err(format!(
+                "not all counted, or still changing:\n{}",
+                last.lines("eisodos_")
+            ))
         }
     });
     last
+}
+
+/// Whether `family` sums to `total` over all its series.
+fn sums_to(family: &'static str, total: u64) -> impl Fn(&Scrape) -> bool {
+    move |scrape| scrape.sum(family, &[]) as u64 == total
 }
 
 /// Waits until `check` holds on a scrape.
@@ -96,7 +106,7 @@ fn requests_are_counted_per_backend_with_mesh_cluster_names_intact() {
     let statuses = send(&envoy, "/", 90);
     assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
 
-    let scrape = settled(&envoy, &[REQUESTS]);
+    let scrape = settled(&envoy, &[REQUESTS], sums_to(REQUESTS, 90));
     println!("{}", scrape.lines("eisodos_"));
     for name in names {
         let backend = [("plugin", "eisodos"), ("backend", name)];
@@ -140,7 +150,7 @@ fn health_probes_and_ejections_with_the_shipped_configuration() {
     });
     let statuses = send(&envoy, "/", 30);
     assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
-    let scrape = settled(&envoy, &[REQUESTS]);
+    let scrape = settled(&envoy, &[REQUESTS], sums_to(REQUESTS, 30));
     for name in ["backend_a", "backend_b", "backend_c"] {
         assert_eq!(value(&scrape, REQUESTS, &backend(name)), Some(10), "{name}");
     }
@@ -164,10 +174,9 @@ fn health_probes_and_ejections_with_the_shipped_configuration() {
     until_scraped(&envoy, "a probe of backend_b answered 500", |scrape| {
         probes(scrape, "backend_b", "failure") > 0
     });
-    let scrape = settled(&envoy, &[REQUESTS, EJECTIONS]);
-    let routed: u64 = scrape.sum(REQUESTS, &[]) as u64;
     let hits: u64 = upstreams.iter().map(|u| u.hits_for("/")).sum();
-    assert_eq!(routed, hits, "every request routed is counted once");
+    // Every request routed is counted once.
+    let scrape = settled(&envoy, &[REQUESTS, EJECTIONS], sums_to(REQUESTS, hits));
     for name in ["backend_a", "backend_c"] {
         assert_eq!(value(&scrape, EJECTIONS, &backend(name)), Some(0), "{name}");
         assert_eq!(value(&scrape, HEALTHY, &backend(name)), Some(1), "{name}");
@@ -229,29 +238,38 @@ fn local_replies_are_counted_by_reason() {
         value(scrape, MODE, &[]) == Some(3)
             && scrape.family(HEALTHY).all(|sample| sample.value == 0.0)
     });
-    // Every worker follows the record on its own tick: until then one may still route.
-    wait::until(DEADLINE, || {
-        let statuses = send(&envoy, "/", 1);
-        (statuses == [503])
-            .then_some(())
-            .ok_or("not yet all down everywhere".to_owned())
-    });
-    let before = settled(&envoy, &[LOCAL_REPLIES]);
     let no_healthy = |scrape: &Scrape| {
         value(scrape, LOCAL_REPLIES, &[("reason", "no_healthy_backend")]).unwrap_or(0)
     };
-    // Thirty new connections: both workers answer, and both agree nothing is healthy.
-    let statuses: Vec<u16> = (0..30)
-        .map(|_| client::get_with(&envoy.url("/"), &[("connection", "close")]).status)
-        .collect();
-    assert_eq!(statuses, [503; 30]);
-    let scrape = settled(&envoy, &[LOCAL_REPLIES]);
+    let missing_key =
+        |scrape: &Scrape| value(scrape, LOCAL_REPLIES, &[("reason", "missing_key")]).unwrap_or(0);
+    // Every worker follows the record on its own tick: until all have, a request may still be
+    // routed (to an upstream answering 503). Thirty fresh connections in a row answered by
+    // eisodos itself: both workers know (the chance one got none of them is 2 x 2^-30).
+    let all_down_body = |response: &client::Response| {
+        response.status == 503 && response.body == "eisodos: no healthy backend\n"
+    };
+    wait::until(DEADLINE, || {
+        let answers = (0..30)
+            .map(|_| client::get_with(&envoy.url("/"), &[("connection", "close")]))
+            .filter(|response| all_down_body(response))
+            .count();
+        (answers == 30)
+            .then_some(())
+            .ok_or(format!("{answers} of 30 answered by eisodos"))
+    });
+    let before = settled(&envoy, &[LOCAL_REPLIES], |scrape| missing_key(scrape) == 4);
+    for _ in 0..30 {
+        let response = client::get_with(&envoy.url("/"), &[("connection", "close")]);
+        assert!(all_down_body(&response), "{response:?}");
+    }
+    let expected = no_healthy(&before) + 30;
+    let scrape = settled(&envoy, &[LOCAL_REPLIES, REQUESTS], |scrape| {
+        no_healthy(scrape) >= expected
+    });
     println!("{}", scrape.lines("eisodos_local"));
-    assert_eq!(
-        value(&scrape, LOCAL_REPLIES, &[("reason", "missing_key")]),
-        Some(4)
-    );
-    assert_eq!(no_healthy(&scrape), no_healthy(&before) + 30);
+    assert_eq!(missing_key(&scrape), 4);
+    assert_eq!(no_healthy(&scrape), expected);
     let hits: u64 = upstreams.iter().map(|u| u.hits_for("/")).sum();
     assert_eq!(
         scrape.sum(REQUESTS, &[]) as u64,
@@ -306,7 +324,7 @@ fn in_flight_shows_held_requests() {
     until_scraped(&envoy, "nothing in flight", |scrape| {
         in_flight(scrape) == [0, 0, 0]
     });
-    let scrape = settled(&envoy, &[REQUESTS, IN_FLIGHT]);
+    let scrape = settled(&envoy, &[REQUESTS, IN_FLIGHT], sums_to(REQUESTS, 4));
     assert_eq!(in_flight(&scrape), [0, 0, 0]);
     assert_eq!(scrape.sum(REQUESTS, &[]), 4.0);
 }
