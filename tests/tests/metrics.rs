@@ -244,14 +244,16 @@ fn local_replies_are_counted_by_reason() {
     let missing_key =
         |scrape: &Scrape| value(scrape, LOCAL_REPLIES, &[("reason", "missing_key")]).unwrap_or(0);
     // Every worker follows the record on its own tick: until all have, a request may still be
-    // routed (to an upstream answering 503). Thirty fresh connections in a row answered by
-    // eisodos itself: both workers know (the chance one got none of them is 2 x 2^-30).
+    // routed (to an upstream answering 503); with its key, so it is never a missing key.
+    // Thirty fresh connections in a row answered by eisodos itself: both workers know (the
+    // chance one got none of them is 2 x 2^-30).
+    let keyed = [("connection", "close"), ("x-user", "42")];
     let all_down_body = |response: &client::Response| {
         response.status == 503 && response.body == "eisodos: no healthy backend\n"
     };
     wait::until(DEADLINE, || {
         let answers = (0..30)
-            .map(|_| client::get_with(&envoy.url("/"), &[("connection", "close")]))
+            .map(|_| client::get_with(&envoy.url("/"), &keyed))
             .filter(|response| all_down_body(response))
             .count();
         (answers == 30)
@@ -260,7 +262,7 @@ fn local_replies_are_counted_by_reason() {
     });
     let before = settled(&envoy, &[LOCAL_REPLIES], |scrape| missing_key(scrape) == 4);
     for _ in 0..30 {
-        let response = client::get_with(&envoy.url("/"), &[("connection", "close")]);
+        let response = client::get_with(&envoy.url("/"), &keyed);
         assert!(all_down_body(&response), "{response:?}");
     }
     let expected = no_healthy(&before) + 30;
