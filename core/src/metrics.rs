@@ -14,7 +14,7 @@
 use std::cell::Cell;
 
 use crate::health::Mode;
-pub use crate::local_reply::LocalReply;
+use crate::local_reply::LocalReply;
 
 /// How often the filter adds the counts to Envoy's counters and refreshes the in-flight
 /// gauges, at most: a worker with nothing else to tick for ticks this often.

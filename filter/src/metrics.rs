@@ -11,7 +11,8 @@
 use std::cell::{Cell, RefCell};
 
 use eisodos_core::balancer::Balancer;
-use eisodos_core::metrics::{self as names, Counter, LocalReply, ProbeOutcome};
+use eisodos_core::local_reply::LocalReply;
+use eisodos_core::metrics::{self as names, Counter, ProbeOutcome};
 use log::warn;
 
 use crate::abi::MetricKind;
