@@ -97,6 +97,24 @@ validate: build validate-manifests
         echo "skipped docker-compose.yml (docker-compose not installed)"
     fi
 
+# With `docker compose up` running: make one upstream slow (`just chaos slow backend_a 2000`, default 1000 ms), failing (503), killed, or `ok` again, to watch failover on the dashboard.
+chaos MODE BACKEND DELAY_MS="1000":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    case "{{BACKEND}}" in
+        backend_a|backend_b|backend_c) ;;
+        *) echo "chaos: BACKEND is backend_a, backend_b or backend_c, not {{BACKEND}}" >&2; exit 2 ;;
+    esac
+    # compose/upstream.py reads its state file on every request; --set rewrites it.
+    set_state() { docker compose exec -T "{{BACKEND}}" python /app/upstream.py --name "{{BACKEND}}" --set "$@"; }
+    case "{{MODE}}" in
+        slow) set_state slow --delay-ms "{{DELAY_MS}}" ;;
+        fail) set_state fail ;;
+        kill) docker compose kill "{{BACKEND}}" ;;
+        ok) docker compose start "{{BACKEND}}"; set_state ok ;;
+        *) echo "chaos: MODE is slow, fail, kill or ok, not {{MODE}}" >&2; exit 2 ;;
+    esac
+
 # Everything CI runs: lint, validate, test.
 ci: lint validate test
 
