@@ -36,6 +36,8 @@ Each rule below names the Envoy Gateway source it follows (paths in envoyproxy/g
   becomes `early_header_mutation_extensions` of the connection manager
   (internal/gatewayapi/clienttrafficpolicy.go; internal/xds/translator/listener.go
   buildEarlyHeaderMutation, header_mutation.go buildHeaderMutationRules);
+- the bootstrap `Merge` of the EnvoyProxy the GatewayClass names in `parametersRef` (eisodos'
+  stats tags), applied as Envoy Gateway applies it (internal/xds/bootstrap);
 - the connection manager, router and cluster settings Envoy Gateway always sets
   (internal/xds/translator/listener.go addHCMToXDSListener, cluster.go; as in an
   `egctl x translate` output).
@@ -404,6 +406,42 @@ def eisodos_backends(docs, entries):
     return described
 
 
+def merge_bootstrap(base, extra):
+    """A bootstrap `Merge` as Envoy Gateway applies it (internal/xds/bootstrap, ApplyBootstrap
+    with BootstrapTypeMerge): objects merged key by key, lists appended, scalars replaced."""
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            merge_bootstrap(base[key], value)
+        elif isinstance(value, list) and isinstance(base.get(key), list):
+            base[key].extend(value)
+        else:
+            base[key] = value
+
+
+def envoy_proxy_bootstrap(docs, gateway):
+    """The bootstrap `Merge` of the EnvoyProxy the GatewayClass's `parametersRef` names (the
+    GatewayClass-wide proxy settings; internal/gatewayapi, processGatewayClassParamsRef), or
+    {} without one. Only `spec.bootstrap` with `type: Merge` is translated."""
+    classes = [c for c in of_kind(docs, GATEWAY_API, "GatewayClass")
+               if c["metadata"]["name"] == gateway["spec"]["gatewayClassName"]]
+    ref = classes[0]["spec"].get("parametersRef") if classes else None
+    if ref is None:
+        return {}
+    if ref.get("group") != EG_API or ref.get("kind") != "EnvoyProxy":
+        raise RenderError(f"GatewayClass parametersRef to {ref.get('group')}/{ref.get('kind')} not translated")
+    proxies = [p for p in of_kind(docs, EG_API, "EnvoyProxy")
+               if p["metadata"]["name"] == ref["name"] and ns(p) == ref.get("namespace", "default")]
+    if not proxies:
+        raise RenderError(f"no EnvoyProxy {ref.get('namespace', 'default')}/{ref['name']} in the manifests")
+    spec = proxies[0]["spec"]
+    if set(spec) - {"bootstrap"}:
+        raise RenderError(f"EnvoyProxy {ref['name']}: {sorted(set(spec) - {'bootstrap'})} not translated")
+    bootstrap = spec.get("bootstrap") or {}
+    if bootstrap.get("type", "Replace") != "Merge":
+        raise RenderError(f"EnvoyProxy {ref['name']}: bootstrap type {bootstrap.get('type', 'Replace')} not translated")
+    return yaml.safe_load(bootstrap["value"]) or {}
+
+
 def render(docs, wasm_path, admin_port, listener_port, endpoints):
     gateway, listener, entries = routed_entries(docs)
     eisodos_backends(docs, entries)
@@ -448,7 +486,7 @@ def render(docs, wasm_path, admin_port, listener_port, endpoints):
                 "mutations": [{"remove": h} for h in removed],
             },
         }]
-    return {
+    bootstrap = {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
         "static_resources": {
             "listeners": [{
@@ -461,6 +499,8 @@ def render(docs, wasm_path, admin_port, listener_port, endpoints):
             "clusters": xds_clusters(entries, endpoints),
         },
     }
+    merge_bootstrap(bootstrap, envoy_proxy_bootstrap(docs, gateway))
+    return bootstrap
 
 
 def endpoint(text):

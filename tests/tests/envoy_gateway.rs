@@ -10,7 +10,7 @@ use std::time::Duration;
 use eisodos_tests::client;
 use eisodos_tests::envoy_gateway::{self, Backend, Gateway};
 use eisodos_tests::upstream::{assert_no_wrong_hosts, Upstream, CLUSTER_HEADER};
-use eisodos_tests::wait;
+use eisodos_tests::{prometheus, wait};
 use serde_json::Value;
 
 /// Fresh connections that ask for the status page before a state counts as every worker's
@@ -140,6 +140,18 @@ fn round_robin_spreads_exactly_over_the_rules_clusters() {
         assert_eq!(upstream.hits_for("/"), 100, "{}", upstream.name());
     }
     assert_no_wrong_hosts(&upstreams);
+    // The metrics carry Envoy Gateway's names intact: the rule's cluster as `backend`, the
+    // `wasm[].name` as `plugin`, through the EnvoyProxy's bootstrap merge of stats tags.
+    let scrape = prometheus::scrape_when_total(&gateway, "eisodos_requests_total", 300.0);
+    for backend in &backends {
+        let labels = [("plugin", "eisodos"), ("backend", backend.cluster.as_str())];
+        assert_eq!(
+            scrape.value("eisodos_requests_total", &labels),
+            Some(100.0),
+            "{}",
+            scrape.lines("eisodos_")
+        );
+    }
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use eisodos_tests::istio::{self, cluster, strict_upstreams, Gateway, SUBSETS};
 use eisodos_tests::upstream::assert_no_wrong_hosts;
-use eisodos_tests::{exclusive, wait};
+use eisodos_tests::{exclusive, prometheus, wait};
 use serde_json::Value;
 
 /// Rounds of the three-way spread.
@@ -47,6 +47,23 @@ fn the_rendered_gateway_spreads_requests_over_the_three_subsets() {
     // subset exactly ROUNDS, wherever the order stood.
     assert_eq!(spread(&gateway, 3 * ROUNDS, &[]), even(ROUNDS));
     assert_no_wrong_hosts(&upstreams);
+    // The metrics carry Istio's names intact: the cluster as `backend`, the filter's name
+    // (what Istio 1.30 calls the plugin) as `plugin`, through the render's extraStatTags.
+    let total = (3 * ROUNDS) as f64;
+    let scrape = prometheus::scrape_when_total(&gateway.envoy, "eisodos_requests_total", total);
+    for subset in SUBSETS {
+        let backend = cluster(subset);
+        let labels = [
+            ("plugin", "istio-system.eisodos~istio-translated-wasmplugin"),
+            ("backend", backend.as_str()),
+        ];
+        assert_eq!(
+            scrape.value("eisodos_requests_total", &labels),
+            Some(ROUNDS as f64),
+            "{}",
+            scrape.lines("eisodos_")
+        );
+    }
 }
 
 #[test]
