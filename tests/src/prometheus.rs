@@ -153,6 +153,28 @@ fn unescape_until_quote(text: &str) -> Result<(String, &str), String> {
     Err("a label value without its closing quote".to_owned())
 }
 
+/// Scrapes `envoy`'s `/stats/prometheus` until the samples of `name` add up to `total` (every
+/// request a test sent has been flushed into the counter: eisodos adds its counts once a
+/// second), and returns that scrape, for the test to check each series exactly.
+///
+/// # Panics
+/// When the sum passes `total` (counted twice), or does not reach it in 10 s.
+pub fn scrape_when_total(envoy: &crate::envoy::Envoy, name: &str, total: f64) -> Scrape {
+    crate::wait::until(std::time::Duration::from_secs(10), || {
+        let scrape = Scrape::parse(&envoy.admin_get("/stats/prometheus"))?;
+        let sum = scrape.sum(name, &[]);
+        assert!(
+            sum <= total,
+            "{name} adds up to {sum}, more than the {total} sent"
+        );
+        if sum == total {
+            Ok(scrape)
+        } else {
+            Err(format!("{name} adds up to {sum}, not yet {total}"))
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,26 +205,4 @@ mod tests {
         assert!(Scrape::parse("eisodos_mode 1x\n").is_err());
         assert!(Scrape::parse("eisodos_mode{plugin=\"a\\q\"} 1\n").is_err());
     }
-}
-
-/// Scrapes `envoy`'s `/stats/prometheus` until the samples of `name` add up to `total` (every
-/// request a test sent has been flushed into the counter: eisodos adds its counts once a
-/// second), and returns that scrape, for the test to check each series exactly.
-///
-/// # Panics
-/// When the sum passes `total` (counted twice), or does not reach it in 10 s.
-pub fn scrape_when_total(envoy: &crate::envoy::Envoy, name: &str, total: f64) -> Scrape {
-    crate::wait::until(std::time::Duration::from_secs(10), || {
-        let scrape = Scrape::parse(&envoy.admin_get("/stats/prometheus"))?;
-        let sum = scrape.sum(name, &[]);
-        assert!(
-            sum <= total,
-            "{name} adds up to {sum}, more than the {total} sent"
-        );
-        if sum == total {
-            Ok(scrape)
-        } else {
-            Err(format!("{name} adds up to {sum}, not yet {total}"))
-        }
-    })
 }
