@@ -78,7 +78,9 @@ impl EisodosHttp {
                         status.name()
                     ),
                 }
-                set_reason(host, choice.why.name());
+                if balancer.config().filter_state {
+                    set_reason(host, choice.why.name());
+                }
                 abi::CONTINUE
             }
             Decision::Reject {
@@ -88,7 +90,9 @@ impl EisodosHttp {
                 retry_after,
             } => {
                 debug!("answered {status} locally: {}", body.trim_end());
-                set_reason(host, why.name());
+                if balancer.config().filter_state {
+                    set_reason(host, why.name());
+                }
                 let retry_after = retry_after.map(|seconds| seconds.to_string());
                 let mut headers = vec![("content-type", "text/plain; charset=utf-8")];
                 if let Some(seconds) = &retry_after {

@@ -170,6 +170,28 @@ fn the_reason_is_left_in_filter_state_with_one_host_call() {
 }
 
 #[test]
+fn with_filter_state_off_a_request_makes_no_set_property() {
+    let (host, root) = configured(&format!(
+        r#"{{"policy": "round_robin", "filter_state": false, {THREE}}}"#
+    ));
+    request(&host, &root, &[(":path", "/")]);
+    assert_eq!(host.filter_state(REASON_KEY), None);
+    assert_eq!(
+        host.take_calls(),
+        ["get_shared_data", "set_shared_data", "set_request_header"]
+    );
+    // A local reply leaves no reason either.
+    let (host, root) = configured(
+        r#"{"policy": "consistent_hash", "hash_key": [{"header": "x-user-id"}],
+            "on_missing_key": "reject", "filter_state": false,
+            "backends": [{"cluster": "backend_a"}]}"#,
+    );
+    request(&host, &root, &[(":path", "/")]);
+    assert_eq!(host.filter_state(REASON_KEY), None);
+    assert_eq!(host.replies().len(), 1);
+}
+
+#[test]
 fn a_hashing_request_says_whether_its_key_decided() {
     let (host, root) = configured(&format!(
         r#"{{"policy": "consistent_hash", "hash_key": [{{"header": "x-user-id"}}], {THREE}}}"#

@@ -97,6 +97,9 @@ pub struct Config {
     pub panic_threshold_percent: u32,
     /// The status page, if configured.
     pub status: Option<StatusConfig>,
+    /// Whether each request's reason is left in filter state (`wasm.eisodos.reason`) for
+    /// access logs and traces.
+    pub filter_state: bool,
 }
 
 impl Config {
@@ -143,6 +146,10 @@ impl Config {
             .u32_in("panic_threshold_percent", 0..=100)?
             .unwrap_or(50);
         let status = status::read(top)?;
+        let filter_state = match top.optional("filter_state")? {
+            Some(at) => at.bool()?,
+            None => true,
+        };
         Ok(Self {
             cluster_header,
             policy,
@@ -157,6 +164,7 @@ impl Config {
             outlier_detection,
             panic_threshold_percent,
             status,
+            filter_state,
         })
     }
 }
@@ -499,7 +507,7 @@ mod tests {
             (
                 r#""zz": 1"#,
                 "zz",
-                "`cluster_header`, `policy`, `backends`, `round_robin`, `least_request`, `hash_key`, `on_missing_key`, `bounded_load_factor`, `ip_hash`, `health_check`, `outlier_detection`, `panic_threshold_percent`, `status_path`, `status_allowed_cidrs`",
+                "`cluster_header`, `policy`, `backends`, `round_robin`, `least_request`, `hash_key`, `on_missing_key`, `bounded_load_factor`, `ip_hash`, `health_check`, `outlier_detection`, `panic_threshold_percent`, `status_path`, `status_allowed_cidrs`, `filter_state`",
             ),
             (
                 r#""policy": "round_robin", "round_robin": {"zz": 1}"#,
@@ -620,6 +628,18 @@ mod tests {
         for (name, policy) in POLICIES {
             assert_eq!(policy.name(), *name);
         }
+    }
+
+    #[test]
+    fn the_reason_goes_to_filter_state_unless_turned_off() {
+        assert!(parse(&format!("{{{A}}}")).unwrap().filter_state);
+        assert!(parse(&format!(r#"{{"filter_state": null, {A}}}"#)).unwrap().filter_state);
+        assert!(!parse(&format!(r#"{{"filter_state": false, {A}}}"#)).unwrap().filter_state);
+        let err = rejected(&format!(r#"{{"filter_state": "off", {A}}}"#));
+        assert_eq!(
+            (err.field.as_str(), err.reason.as_str()),
+            ("filter_state", "invalid type: string \"off\", expected a boolean")
+        );
     }
 
     /// `null` is "not set" for the optional fields and sections (as serde's `Option` was), and
