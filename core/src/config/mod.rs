@@ -633,12 +633,23 @@ mod tests {
     #[test]
     fn the_reason_goes_to_filter_state_unless_turned_off() {
         assert!(parse(&format!("{{{A}}}")).unwrap().filter_state);
-        assert!(parse(&format!(r#"{{"filter_state": null, {A}}}"#)).unwrap().filter_state);
-        assert!(!parse(&format!(r#"{{"filter_state": false, {A}}}"#)).unwrap().filter_state);
+        assert!(
+            parse(&format!(r#"{{"filter_state": null, {A}}}"#))
+                .unwrap()
+                .filter_state
+        );
+        assert!(
+            !parse(&format!(r#"{{"filter_state": false, {A}}}"#))
+                .unwrap()
+                .filter_state
+        );
         let err = rejected(&format!(r#"{{"filter_state": "off", {A}}}"#));
         assert_eq!(
             (err.field.as_str(), err.reason.as_str()),
-            ("filter_state", "invalid type: string \"off\", expected a boolean")
+            (
+                "filter_state",
+                "invalid type: string \"off\", expected a boolean"
+            )
         );
     }
 
