@@ -53,7 +53,7 @@ pub(crate) struct Server {
 
 impl Server {
     /// Listens on `port` of 127.0.0.1 (reserved, so [`crate::ports::free_port`] never hands
-    /// it out), or on a fresh free port when `None`, and answers every request with
+    /// it out), or on a fresh port bound at once when `None` ([`crate::ports::bind_fresh`]), and answers every request with
     /// `service`; `on_error` hears every [`ServeError`]. Returns once the port accepts
     /// connections, or says why it cannot (typically: the port is taken).
     pub(crate) fn start<S, F, E>(
@@ -66,17 +66,21 @@ impl Server {
         F: Future<Output = Result<Response<Full<Bytes>>, E>> + Send + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     {
-        let port = match port {
+        // Bound here, synchronously: the port is listening when `start` returns.
+        let std_listener = match port {
             Some(port) => {
                 crate::ports::reserve(port);
-                port
+                let addr = SocketAddr::from(([127, 0, 0, 1], port));
+                std::net::TcpListener::bind(addr)
+                    .map_err(|e| format!("cannot listen on {addr}: {e}"))?
             }
-            None => crate::ports::free_port(),
+            None => crate::ports::bind_fresh()
+                .map_err(|e| format!("cannot listen on a fresh port: {e}"))?,
         };
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        // Bound here, synchronously: the port is listening when `start` returns.
-        let std_listener = std::net::TcpListener::bind(addr)
-            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        let addr = std_listener
+            .local_addr()
+            .map_err(|e| format!("local address of the listener: {e}"))?;
+        let port = addr.port();
         std_listener
             .set_nonblocking(true)
             .map_err(|e| format!("set_nonblocking on {addr}: {e}"))?;
