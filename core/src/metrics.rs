@@ -121,7 +121,7 @@ pub struct Counters {
     requests: Vec<Cell<u64>>,
     ejections: Vec<Cell<u64>>,
     probes: Vec<[Cell<u64>; 3]>,
-    local_replies: [Cell<u64>; 2],
+    local_replies: [Cell<u64>; LocalReply::COUNT],
 }
 
 fn bump(cell: Option<&Cell<u64>>) {
@@ -271,7 +271,16 @@ mod tests {
     #[test]
     fn labels_are_the_documented_values() {
         let reasons: Vec<&str> = LocalReply::ALL.into_iter().map(LocalReply::name).collect();
-        assert_eq!(reasons, ["no_healthy_backend", "missing_key"]);
+        assert_eq!(
+            reasons,
+            [
+                "no_healthy_backend",
+                "missing_key",
+                "circuit_open",
+                "rate_limited",
+                "denied"
+            ]
+        );
         let results: Vec<&str> = ProbeOutcome::ALL
             .into_iter()
             .map(ProbeOutcome::label)

@@ -21,6 +21,9 @@ use crate::{abi, health_log};
 /// `%UPSTREAM_CLUSTER%`), so the decision costs one host call more per request, not two.
 pub const REASON_KEY: &str = "eisodos.reason";
 
+/// The header on every local reply that names why eisodos answered (a [`LocalReply`] name).
+pub const REASON_HEADER: &str = "x-eisodos-reason";
+
 /// Envoy's response code details for the status page.
 const STATUS_PAGE_DETAILS: &str = "eisodos_status_page";
 
@@ -94,7 +97,7 @@ impl EisodosHttp {
                     set_reason(host, why.name());
                 }
                 let retry_after = retry_after.map(|seconds| seconds.to_string());
-                let mut headers = vec![("content-type", "text/plain; charset=utf-8")];
+                let mut headers = vec![("content-type", "text/plain"), (REASON_HEADER, why.name())];
                 if let Some(seconds) = &retry_after {
                     headers.push(("retry-after", seconds));
                 }

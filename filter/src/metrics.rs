@@ -26,7 +26,7 @@ pub struct Metrics {
     healthy: Vec<Option<u32>>,
     /// Empty unless the policy counts requests in flight.
     in_flight: Vec<Option<u32>>,
-    local_replies: [Option<u32>; 2],
+    local_replies: [Option<u32>; LocalReply::COUNT],
     mode: Option<u32>,
     cas_exhausted: Option<u32>,
     /// The health gauges' values as this worker last set them: set again only on a change.
@@ -66,7 +66,7 @@ impl Metrics {
             probes: vec![[None; 3]; backends],
             healthy: vec![None; backends],
             in_flight: Vec::new(),
-            local_replies: [None; 2],
+            local_replies: [None; LocalReply::COUNT],
             mode: None,
             cas_exhausted: None,
             healthy_set: RefCell::new(vec![None; backends]),

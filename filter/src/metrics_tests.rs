@@ -61,6 +61,18 @@ fn every_policy_defines_its_metrics_at_configure_time_and_ticks_to_flush_them() 
             name(&[("reason", "missing_key")], "local_replies_total"),
             MetricKind::Counter,
         ),
+        (
+            name(&[("reason", "circuit_open")], "local_replies_total"),
+            MetricKind::Counter,
+        ),
+        (
+            name(&[("reason", "rate_limited")], "local_replies_total"),
+            MetricKind::Counter,
+        ),
+        (
+            name(&[("reason", "denied")], "local_replies_total"),
+            MetricKind::Counter,
+        ),
         (name(&[], "mode"), MetricKind::Gauge),
         (name(&[], "cas_exhausted_total"), MetricKind::Counter),
     ]);
@@ -80,7 +92,7 @@ fn health_checks_and_ejection_add_their_families() {
         let labels = [("backend", "backend_c"), ("result", result)];
         assert_eq!(value(&host, &labels, "probes_total"), None);
     }
-    assert_eq!(host.metrics().len(), 3 * 7 + 4);
+    assert_eq!(host.metrics().len(), 3 * 7 + 7);
 }
 
 /// The cost rule: counting a request makes no host call. The calls of a request are the same

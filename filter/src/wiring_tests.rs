@@ -604,10 +604,8 @@ fn a_request_without_its_key_is_answered_400() {
     let replies = host.replies();
     assert_eq!(replies.len(), 1);
     assert_eq!(replies[0].status, 400);
-    assert_eq!(
-        replies[0].header("content-type"),
-        Some("text/plain; charset=utf-8")
-    );
+    assert_eq!(replies[0].header("content-type"), Some("text/plain"));
+    assert_eq!(replies[0].header("x-eisodos-reason"), Some("missing_key"));
     assert!(replies[0].body.contains("x-user-id"), "{:?}", replies[0]);
     assert_eq!(replies[0].header("retry-after"), None);
     assert_eq!(replies[0].details, "eisodos_missing_key");
@@ -643,6 +641,11 @@ fn nothing_healthy_is_answered_503_with_retry_after() {
         "one probe interval"
     );
     assert_eq!(replies[0].details, "eisodos_no_healthy_backend");
+    assert_eq!(replies[0].header("content-type"), Some("text/plain"));
+    assert_eq!(
+        replies[0].header("x-eisodos-reason"),
+        Some("no_healthy_backend")
+    );
     assert_eq!(
         host.filter_state(REASON_KEY).as_deref(),
         Some("no_healthy_backend")
