@@ -40,6 +40,12 @@ pub(super) fn read(top: &mut Object<'_>, policy: Policy) -> Result<Vec<HashSourc
         policy == Policy::ConsistentHash,
         "consistent_hash",
     )?;
+    read_sources(&at)
+}
+
+/// A list of key sources, as `hash_key` takes them (1 to [`MAX_HASH_SOURCES`]): also the
+/// form of every other field that keys a request (`rate_limit.key`, `split_key`).
+pub(super) fn read_sources(at: &At<'_>) -> Result<Vec<HashSource>, ConfigError> {
     let items = at.array()?;
     if items.len() == 0 {
         return Err(at.error("is empty; name at least one source".to_owned()));
