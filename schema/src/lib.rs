@@ -155,6 +155,23 @@ pub const EXCEPTIONS: &[Exception] = &[
             error.starts_with("hash_key[") && error.contains(".query: must be 1 to 256 bytes")
         },
     },
+    Exception {
+        name: "cookie attribute meaning",
+        why: "cookie attribute names are case-insensitive, each may be given once, and some \
+              depend on others or on the cookie's name (SameSite=None and the __Secure- and \
+              __Host- prefixes need Secure); the pattern checks the syntax only",
+        example: || {
+            r#"{"session_affinity": {"attributes": "Path=/; HttpOnyl"}, "backends": [{"cluster": "a"}]}"#
+                .to_owned()
+        },
+        is_this_rule: |error| {
+            (error.starts_with("session_affinity.attributes: ")
+                && !error.contains(" is not a cookie attribute: ")
+                && !error.contains(": is longer than "))
+                || (error.starts_with("session_affinity.cookie: ")
+                    && error.contains(" prefix, which needs Secure"))
+        },
+    },
 ];
 
 /// 1000 backends with distinct weights near 1000: a cycle of ~10^6 slots, each step over 1000

@@ -8,7 +8,8 @@ use crate::health::Mode;
 /// Why a request went to the backend it went to.
 ///
 /// The selection mode wins over the policy: in panic or backup mode the notable fact is that
-/// health narrowed (or stopped narrowing) the choice, whichever policy then picked.
+/// health narrowed (or stopped narrowing) the choice, whichever policy then picked. Affinity
+/// wins over the mode: the cookie chose, and health only allowed that backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Why {
     /// Round-robin: the request's ticket in the one global order.
@@ -28,12 +29,16 @@ pub enum Why {
     Panic,
     /// Backup mode: no primary healthy, so the policy chose among the backups.
     Backup,
+    /// Sticky sessions: the request's `session_affinity` cookie named a backend that may take
+    /// it, so the policy was not asked.
+    Affinity,
 }
 
 impl Why {
     /// The reason `reason` under selection `mode`.
     pub fn of(reason: Reason, mode: Mode) -> Self {
         match (mode, reason) {
+            (_, Reason::Affinity) => Self::Affinity,
             (Mode::Panic, _) => Self::Panic,
             (Mode::Backup, _) => Self::Backup,
             (_, Reason::Ticket(_)) => Self::Ticket,
@@ -54,6 +59,7 @@ impl Why {
             Self::Fallback => "fallback",
             Self::Panic => "panic",
             Self::Backup => "backup",
+            Self::Affinity => "affinity",
         }
     }
 }
@@ -88,6 +94,13 @@ mod tests {
         ];
         for (reason, name) in cases {
             assert_eq!(Why::of(reason, Mode::Normal).name(), name, "{reason:?}");
+        }
+    }
+
+    #[test]
+    fn affinity_wins_over_the_mode() {
+        for mode in [Mode::Normal, Mode::Panic, Mode::Backup] {
+            assert_eq!(Why::of(Reason::Affinity, mode).name(), "affinity");
         }
     }
 

@@ -4,12 +4,14 @@
 //! through stages, each in its own file, each deciding or passing on:
 //! 1. **candidates** (`candidates.rs`): the backends it may go to on this worker now, health's
 //!    [`Selection`] with what the policy lays out over it; none left is a local 503.
-//! 2. **pick** (`policy.rs`): the policy, owning its state, chooses one of them (or refuses a
+//! 2. **affinity** (`affinity.rs`, with `session_affinity`): a cookie naming a candidate pins
+//!    the request there, and the policy only counts it; any other request is marked for a
+//!    `set-cookie` naming the backend the pick chooses.
+//! 3. **pick** (`policy.rs`): the policy, owning its state, chooses one of them (or refuses a
 //!    request without a hash key).
 //!
-//! Admission rules (deny lists, rate limits) belong before the candidates, affinity (sticky
-//! sessions) between the candidates and the pick, and what must be done with the response after
-//! the pick; each is a stage of its own, not a branch in another.
+//! Admission rules (deny lists, rate limits) belong before the candidates, and what must be
+//! done with the response after the pick; each is a stage of its own, not a branch in another.
 //!
 //! What the configuration decides once is the [`plan::Plan`]; health checking is a
 //! [`Monitor`]; this worker's mutable state (its random source and current candidates) is one
@@ -19,6 +21,9 @@
 //! random and plain hashing none; passive health one get and one set when a request fails (or
 //! succeeds after failures).
 
+mod affinity;
+#[cfg(test)]
+mod affinity_tests;
 mod candidates;
 mod explain;
 mod plan;
@@ -30,6 +35,8 @@ use std::rc::Rc;
 
 use fastrand::Rng;
 
+use self::affinity::Affinity;
+pub use self::affinity::{token as affinity_token, token_text as affinity_token_text};
 use self::candidates::{Candidates, Refusal};
 pub use self::explain::Why;
 use self::plan::Plan;
@@ -59,6 +66,9 @@ pub struct Choice<'a> {
     pub reason: Reason,
     /// Why, in the word access logs and traces show: the reason under the selection mode.
     pub why: Why,
+    /// With `session_affinity`, for a request its cookie did not pin: the `set-cookie` value
+    /// that pins the client to this backend, for the response.
+    pub set_cookie: Option<&'a str>,
 }
 
 /// What to do with a request.
@@ -126,6 +136,8 @@ struct Worker {
 pub struct Balancer {
     plan: Plan,
     policy: PolicyState,
+    /// Sticky sessions, when configured.
+    affinity: Option<Affinity>,
     monitor: Option<Monitor>,
     worker: RefCell<Worker>,
     /// This worker's metric counts, until the filter drains them on its tick.
@@ -148,6 +160,7 @@ impl Balancer {
     /// this VM's random source and names it in the probe lease.
     pub fn new(config: Config, namespace: &str, seed: u64) -> Result<Self, ConfigError> {
         candidates::check_cycles(&config).map_err(rotation_error)?;
+        let affinity = Affinity::new(&config, namespace)?;
         let mut plan = Plan::new(config, namespace);
         let policy = PolicyState::new(&plan);
         plan.tick_period_ms =
@@ -173,6 +186,7 @@ impl Balancer {
             counters: Counters::new(plan.config.backends.len()),
             plan,
             policy,
+            affinity,
             monitor,
             worker: RefCell::new(Worker { rng, candidates }),
         })
@@ -181,6 +195,11 @@ impl Balancer {
     /// The validated configuration.
     pub fn config(&self) -> &Config {
         &self.plan.config
+    }
+
+    /// With `session_affinity`, the `set-cookie` value that pins a client to backend `index`.
+    pub fn set_cookie(&self, index: usize) -> Option<&str> {
+        self.affinity.as_ref()?.set_cookie(index)
     }
 
     /// The header to write the chosen cluster into.
@@ -249,7 +268,14 @@ impl Balancer {
             if let Err(refusal) = candidates.admit() {
                 return self.refuse(refusal);
             }
-            let picked = self.policy.pick(store, request, candidates, rng);
+            let pinned = match &self.affinity {
+                Some(affinity) => affinity.pinned(request, candidates),
+                None => None,
+            };
+            let picked = match pinned {
+                Some(index) => self.policy.pick_pinned(store, index),
+                None => self.policy.pick(store, request, candidates, rng),
+            };
             (picked, candidates.selection.mode)
         };
         match picked {
@@ -265,6 +291,10 @@ impl Balancer {
                     counted,
                     reason,
                     why: Why::of(reason, mode),
+                    set_cookie: match reason {
+                        Reason::Affinity => None,
+                        _ => self.set_cookie(index),
+                    },
                 })
             }
             Picked::MissingKey => {

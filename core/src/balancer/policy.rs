@@ -39,6 +39,9 @@ pub enum Reason {
     /// A hashing policy fell back to round-robin: the request had no key, or no candidate
     /// owns a point on the ring.
     HashFallback(Ticket),
+    /// The request's `session_affinity` cookie named this backend, and it may take the
+    /// request: the policy was not asked.
+    Affinity,
 }
 
 /// A policy's answer.
@@ -245,6 +248,24 @@ impl PolicyState {
                 }
             }
             Self::Hash(hash) => hash.pick(store, request, candidates),
+        }
+    }
+}
+
+impl PolicyState {
+    /// Takes backend `index` for a request the affinity stage pinned there: the policy does
+    /// not choose, but a policy that counts requests in flight counts this one too, so its
+    /// stream's end gives the count back like any other's. The one place a pinned request
+    /// meets the policy's state: a per-backend cap (`max_requests`) belongs here.
+    pub fn pick_pinned(&self, store: &dyn SharedStore, index: usize) -> Picked {
+        let counted = match self.inflight() {
+            Some(table) => table.acquire(store, |_| Some(index)).is_some(),
+            None => false,
+        };
+        Picked::Backend {
+            index,
+            counted,
+            reason: Reason::Affinity,
         }
     }
 }

@@ -19,6 +19,7 @@ mod policy;
 #[cfg(test)]
 #[cfg(not(target_family = "wasm"))]
 mod schema_agreement;
+mod session_affinity;
 mod status;
 
 use json::{At, Object};
@@ -31,6 +32,10 @@ pub use policy::{
     IpHashConfig, LeastRequestConfig, OnMissingKey, Policy, RoundRobinConfig,
     MAX_ACTIVE_REQUEST_BIAS, MAX_BOUNDED_LOAD_FACTOR, MAX_CHOICE_COUNT, MAX_LATENCY_DECAY_MS,
     MAX_TICKET_BATCH, MIN_LATENCY_DECAY_MS,
+};
+pub use session_affinity::{
+    SessionAffinityConfig, DEFAULT_AFFINITY_ATTRIBUTES, DEFAULT_AFFINITY_COOKIE,
+    MAX_AFFINITY_ATTRIBUTES_LEN, MAX_AFFINITY_TTL_S,
 };
 pub use status::{Cidr, StatusConfig};
 
@@ -100,6 +105,8 @@ pub struct Config {
     /// Whether each request's reason is left in filter state (`wasm.eisodos.reason`) for
     /// access logs and traces.
     pub filter_state: bool,
+    /// Sticky sessions by cookie, if configured.
+    pub session_affinity: Option<SessionAffinityConfig>,
 }
 
 impl Config {
@@ -150,6 +157,7 @@ impl Config {
             Some(at) => at.bool()?,
             None => true,
         };
+        let session_affinity = session_affinity::read(top)?;
         Ok(Self {
             cluster_header,
             policy,
@@ -165,6 +173,7 @@ impl Config {
             panic_threshold_percent,
             status,
             filter_state,
+            session_affinity,
         })
     }
 }
@@ -507,7 +516,7 @@ mod tests {
             (
                 r#""zz": 1"#,
                 "zz",
-                "`cluster_header`, `policy`, `backends`, `round_robin`, `least_request`, `hash_key`, `on_missing_key`, `bounded_load_factor`, `ip_hash`, `health_check`, `outlier_detection`, `panic_threshold_percent`, `status_path`, `status_allowed_cidrs`, `filter_state`",
+                "`cluster_header`, `policy`, `backends`, `round_robin`, `least_request`, `hash_key`, `on_missing_key`, `bounded_load_factor`, `ip_hash`, `health_check`, `outlier_detection`, `panic_threshold_percent`, `status_path`, `status_allowed_cidrs`, `filter_state`, `session_affinity`",
             ),
             (
                 r#""policy": "round_robin", "round_robin": {"zz": 1}"#,
