@@ -140,6 +140,8 @@ mod calls {
     pub enum MapType {
         /// The request headers of the current stream.
         RequestHeaders = 0,
+        /// The response headers of the current stream (in the response-headers callback).
+        ResponseHeaders = 2,
         /// The response headers of a `dispatch_http_call` answer.
         HttpCallResponseHeaders = 6,
     }
@@ -166,6 +168,13 @@ mod calls {
             key_size: usize,
             value: *mut *mut u8,
             value_size: *mut usize,
+        ) -> u32;
+        fn proxy_add_header_map_value(
+            map: u32,
+            key: *const u8,
+            key_size: usize,
+            value: *const u8,
+            value_size: usize,
         ) -> u32;
         fn proxy_replace_header_map_value(
             map: u32,
@@ -306,6 +315,20 @@ mod calls {
         // SAFETY: pointers and lengths of live strs.
         check(unsafe {
             proxy_replace_header_map_value(
+                map as u32,
+                name.as_ptr(),
+                name.len(),
+                value.as_ptr(),
+                value.len(),
+            )
+        })
+    }
+
+    /// Adds a header, keeping any values it has (a `set-cookie` beside the upstream's own).
+    pub fn add_header(map: MapType, name: &str, value: &str) -> Result<(), Status> {
+        // SAFETY: pointers and lengths of live strs.
+        check(unsafe {
+            proxy_add_header_map_value(
                 map as u32,
                 name.as_ptr(),
                 name.len(),

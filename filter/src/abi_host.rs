@@ -16,6 +16,10 @@ impl Host for AbiHost {
         abi::set_header(MapType::RequestHeaders, name, value)
     }
 
+    fn add_response_header(&self, name: &str, value: &str) -> Result<(), Status> {
+        abi::add_header(MapType::ResponseHeaders, name, value)
+    }
+
     fn send_response(
         &self,
         status: u32,

@@ -1,8 +1,12 @@
 //! The callbacks Envoy calls, and which context each goes to.
 //!
 //! Only what eisodos uses is exported: Envoy skips a callback the module does not export, so a
-//! request enters the VM four times (context created, request headers, log, delete) and never
-//! for response headers, body or trailers.
+//! request enters the VM five times (context created, request headers, response headers, log,
+//! delete) and never for bodies or trailers. Response headers are exported for
+//! `session_affinity`'s `set-cookie` only, but Envoy then enters the VM for them under every
+//! configuration: that entry returns at once, before any table lookup, while no stream on this
+//! worker has a cookie to set (a per-VM count), so without sticky sessions it costs the entry
+//! itself and one load.
 //!
 //! Contexts live in two per-VM tables: root contexts (one per plugin configuration, usually
 //! one) and stream contexts (one per request in flight on this worker). No table is borrowed
@@ -12,7 +16,7 @@
 //! This is where the real host, [`AbiHost`], is wired in; everything behind these functions
 //! takes the host as a parameter, so unit tests drive it with a fake.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
@@ -26,6 +30,20 @@ thread_local! {
     static ROOTS: RefCell<Vec<(u32, Rc<EisodosRoot>)>> = const { RefCell::new(Vec::new()) };
     static STREAMS: RefCell<HashMap<u32, EisodosHttp, BuildHasherDefault<ContextIdHasher>>> =
         RefCell::new(HashMap::default());
+    /// Streams on this VM whose response is to set the affinity cookie: while 0 (always, without
+    /// `session_affinity`) the response-headers callback looks nothing up.
+    static COOKIES_PENDING: Cell<u32> = const { Cell::new(0) };
+}
+
+/// One stream's cookie became pending (`true`) or stopped being (`false`).
+fn count_pending(pending: bool) {
+    COOKIES_PENDING.with(|count| {
+        count.set(if pending {
+            count.get().saturating_add(1)
+        } else {
+            count.get().saturating_sub(1)
+        });
+    });
 }
 
 /// Context ids are small integers Envoy hands out in sequence: a multiplication spreads them
@@ -139,7 +157,38 @@ pub extern "C" fn proxy_on_request_headers(id: u32, _headers: usize, _end_of_str
     let Some(mut stream) = stream else {
         return abi::CONTINUE;
     };
+    let was_pending = stream.cookie_pending();
     let action = stream.on_request_headers(&AbiHost);
+    if stream.cookie_pending() != was_pending {
+        count_pending(stream.cookie_pending());
+    }
+    STREAMS.with(|streams| {
+        if let Some(slot) = streams.borrow_mut().get_mut(&id) {
+            *slot = stream;
+        }
+    });
+    action
+}
+
+/// The response headers (the backend's, or Envoy's own answer): set the affinity cookie if the
+/// request's choice asked for one. Returns the ABI's action (always continue).
+#[no_mangle]
+pub extern "C" fn proxy_on_response_headers(id: u32, _headers: usize, _end_of_stream: u32) -> u32 {
+    if COOKIES_PENDING.with(Cell::get) == 0 {
+        return abi::CONTINUE;
+    }
+    let stream = STREAMS.with(|streams| {
+        streams
+            .borrow()
+            .get(&id)
+            .filter(|stream| stream.cookie_pending())
+            .cloned()
+    });
+    let Some(mut stream) = stream else {
+        return abi::CONTINUE;
+    };
+    let action = stream.on_response_headers(&AbiHost);
+    count_pending(false);
     STREAMS.with(|streams| {
         if let Some(slot) = streams.borrow_mut().get_mut(&id) {
             *slot = stream;
@@ -162,7 +211,11 @@ pub extern "C" fn proxy_on_log(id: u32) {
 #[no_mangle]
 pub extern "C" fn proxy_on_delete(id: u32) {
     let removed = STREAMS.with(|streams| streams.borrow_mut().remove(&id));
-    if removed.is_some() {
+    if let Some(stream) = removed {
+        // No response headers came (the client went away first): nothing is pending now.
+        if stream.cookie_pending() {
+            count_pending(false);
+        }
         return;
     }
     let root = ROOTS.with(|roots| {

@@ -75,6 +75,8 @@ struct State {
     /// The `:status` of the HTTP call being answered.
     call_status: Option<String>,
     headers_set: Vec<(String, String)>,
+    /// Response headers the glue added, in order.
+    response_headers_added: Vec<(String, String)>,
     /// Filter state of the current request, by name (without Envoy's `wasm.` prefix).
     filter_state: HashMap<String, String>,
     replies: Vec<Reply>,
@@ -183,6 +185,11 @@ impl FakeHost {
         Self::with(|state| state.headers_set.clone())
     }
 
+    /// The response headers the glue added, taken (a later call returns only newer ones).
+    pub fn take_response_headers(&self) -> Vec<(String, String)> {
+        Self::with(|state| std::mem::take(&mut state.response_headers_added))
+    }
+
     /// Filter state `name` of the current request, as the glue set it.
     pub fn filter_state(&self, name: &str) -> Option<String> {
         Self::with(|state| state.filter_state.get(name).cloned())
@@ -262,6 +269,16 @@ impl Host for FakeHost {
                 .request_headers
                 .push((name.to_owned(), value.as_bytes().to_vec()));
             state.headers_set.push((name.to_owned(), value.to_owned()));
+        });
+        Ok(())
+    }
+
+    fn add_response_header(&self, name: &str, value: &str) -> Result<(), Status> {
+        self.call("add_response_header");
+        Self::with(|state| {
+            state
+                .response_headers_added
+                .push((name.to_owned(), value.to_owned()));
         });
         Ok(())
     }

@@ -17,6 +17,10 @@ pub trait Host: SharedStore {
     /// Sets a request header, replacing any value it had.
     fn set_request_header(&self, name: &str, value: &str) -> Result<(), Status>;
 
+    /// Adds a response header, keeping any values it has (inside the response-headers
+    /// callback only).
+    fn add_response_header(&self, name: &str, value: &str) -> Result<(), Status>;
+
     /// Answers the current request locally; `details` is what Envoy's access log shows as
     /// `%RESPONSE_CODE_DETAILS%`.
     fn send_response(

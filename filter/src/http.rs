@@ -1,8 +1,9 @@
 //! The stream context: one per request. Chooses the backend and writes its cluster into the
 //! header the route's `cluster_header` reads (Envoy then matches the route again), or answers
 //! locally (status page, missing key, nothing healthy); either way it leaves why in filter
-//! state for Envoy's access log and tracer. When the stream ends, gives back the in-flight
-//! count and tells passive health how the request went.
+//! state for Envoy's access log and tracer. With `session_affinity`, adds the `set-cookie` the
+//! choice asked for to the response. When the stream ends, gives back the in-flight count and
+//! tells passive health how the request went.
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -37,6 +38,8 @@ pub struct EisodosHttp {
     counted: bool,
     /// When the request reached the filter (µs), if the balancer weighs latency.
     started_us: Option<u64>,
+    /// Whether the response is to set the affinity cookie for the `routed` backend.
+    set_cookie: bool,
 }
 
 impl EisodosHttp {
@@ -47,7 +50,14 @@ impl EisodosHttp {
             routed: None,
             counted: false,
             started_us: None,
+            set_cookie: false,
         }
+    }
+
+    /// Whether the response headers are to carry a `set-cookie` (see
+    /// [`Self::on_response_headers`]).
+    pub fn cookie_pending(&self) -> bool {
+        self.set_cookie
     }
 
     /// The request headers are in: route, or answer. Returns the ABI action.
@@ -70,6 +80,7 @@ impl EisodosHttp {
             Decision::Route(choice) => {
                 self.routed = Some(choice.index);
                 self.counted = choice.counted;
+                self.set_cookie = choice.set_cookie.is_some();
                 // Replaces any value, including one a client sent; the shipped configs also
                 // remove the client's value before the first route match.
                 match host.set_request_header(balancer.cluster_header(), choice.cluster) {
@@ -104,6 +115,25 @@ impl EisodosHttp {
                 reply(host, status, LocalReply::details(why), &headers, body)
             }
         }
+    }
+
+    /// The response headers are in (from the backend, or Envoy's own answer such as a 503 for a
+    /// refused connection or a 504; eisodos' own local replies set no cookie): adds the
+    /// affinity cookie when the choice asked for one, once. Decided from this stream's state,
+    /// so a response with nothing to set costs no host call.
+    pub fn on_response_headers(&mut self, host: &impl Host) -> u32 {
+        if !std::mem::take(&mut self.set_cookie) {
+            return abi::CONTINUE;
+        }
+        let (Some(balancer), Some(index)) = (&self.balancer, self.routed) else {
+            return abi::CONTINUE;
+        };
+        if let Some(cookie) = balancer.set_cookie(index) {
+            if let Err(status) = host.add_response_header("set-cookie", cookie) {
+                warn!("cannot add the affinity cookie: {}", status.name());
+            }
+        }
+        abi::CONTINUE
     }
 
     /// Runs once when the stream ends, however it ends (done, reset, aborted, timed out,

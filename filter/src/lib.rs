@@ -14,6 +14,8 @@
 mod abi;
 #[cfg(target_arch = "wasm32")]
 mod abi_host;
+#[cfg(test)]
+mod affinity_tests;
 #[cfg(target_arch = "wasm32")]
 mod exports;
 #[cfg(test)]
