@@ -179,6 +179,16 @@ fn main_variants() -> Vec<Variant> {
             routing: eisodos(json!({"policy": "random"})),
         },
         Variant {
+            // The bench sends no cookie: every request is routed by the policy and its
+            // response gets a set-cookie, the worst case.
+            name: "eisodos session_affinity",
+            routing: eisodos(json!({
+                "policy": "round_robin",
+                "session_affinity": {"cookie": "eisodos_backend", "ttl_s": 3600,
+                                     "attributes": "Path=/; HttpOnly; SameSite=Lax"}
+            })),
+        },
+        Variant {
             name: "eisodos everything",
             routing: Routing::Filter {
                 wasm: "eisodos.wasm",

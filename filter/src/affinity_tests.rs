@@ -157,3 +157,25 @@ fn a_stream_without_a_balancer_sets_nothing() {
     stream.on_response_headers(&host);
     assert_eq!(host.take_calls(), Vec::<&str>::new());
 }
+
+#[test]
+fn without_health_the_configuration_warns_that_a_pin_outlives_its_backend() {
+    use crate::abi::LogLevel;
+    use crate::root::EisodosRoot;
+    let warned = |json: &str| {
+        let host = FakeHost::new();
+        host.set_configuration(json);
+        assert!(EisodosRoot::default().on_configure(&host, json.len()));
+        host.take_logs()
+            .iter()
+            .any(|(level, line)| *level == LogLevel::Warn && line.contains("stays pinned"))
+    };
+    assert!(warned(&format!("{{{STICKY}, {THREE}}}")));
+    assert!(!warned(&format!(
+        r#"{{{STICKY}, "outlier_detection": {{}}, {THREE}}}"#
+    )));
+    assert!(!warned(&format!(
+        r#"{{{STICKY}, "health_check": {{"path": "/h"}}, {THREE}}}"#
+    )));
+    assert!(!warned(&format!("{{{THREE}}}")));
+}

@@ -96,6 +96,12 @@ impl EisodosRoot {
             config.backends.len(),
             config.cluster_header
         );
+        if config.session_affinity.is_some()
+            && config.health_check.is_none()
+            && config.outlier_detection.is_none()
+        {
+            warn!("session_affinity without health_check or outlier_detection: a client pinned to a backend that goes down stays pinned to it");
+        }
         for cluster in balancer.unreachable_by_hash() {
             warn!("backend {cluster} has no point on the hash ring (weight too small next to the others): it gets no hashed requests");
         }

@@ -276,6 +276,41 @@ fn string_probes() -> Vec<String> {
         configs.push(with(&format!(r#""health_check": {{"path": {path}}}"#)));
         configs.push(with(&format!(r#""status_path": {path}"#)));
     }
+    for name in names {
+        configs.push(with(&format!(
+            r#""session_affinity": {{"cookie": {}}}"#,
+            quoted(name)
+        )));
+    }
+    let attributes = [
+        "",
+        " ",
+        "Path=/",
+        "Path=/; HttpOnly; SameSite=Lax",
+        "path=/a b;secure ;  samesite=none",
+        "Path=/;",
+        ";Path=/",
+        "Path=/;;Secure",
+        "Path =/",
+        "Path= /",
+        "Path=/a=b",
+        "Path=/\r\nX: 1",
+        "Path=/\t",
+        "Path=/caf\u{e9}",
+        "Secure; Path=/; Domain=example.com; Priority=high; Partitioned",
+        "HttpOnly;HttpOnly",
+        "Max-Age=1",
+        "Expires=Wed, 21 Oct 2026 07:28:00 GMT",
+        "Foo=bar",
+        &format!("Path=/{}", long(505)),
+        &format!("Path=/{}", long(506)),
+    ];
+    for attributes in attributes {
+        configs.push(with(&format!(
+            r#""session_affinity": {{"attributes": {}}}"#,
+            quoted(attributes)
+        )));
+    }
     let mut random = Random(0x5eed_1e55);
     let name_chars: Vec<char> = "aZ09-_.|/:!~ \t\"\\\u{e9}\u{7f}".chars().collect();
     for _ in 0..300 {
@@ -284,6 +319,16 @@ fn string_probes() -> Vec<String> {
         configs.push(with(&format!(r#""cluster_header": {name}"#)));
         configs.push(with(&format!(
             r#""policy": "consistent_hash", "hash_key": [{{"header": {name}}}]"#
+        )));
+        configs.push(with(&format!(
+            r#""session_affinity": {{"cookie": {name}}}"#
+        )));
+    }
+    let attribute_chars: Vec<char> = "SecurePath=/; \t\r\u{e9}\u{7f}".chars().collect();
+    for _ in 0..300 {
+        let attributes = quoted(&random.string(&attribute_chars, 12));
+        configs.push(with(&format!(
+            r#""session_affinity": {{"attributes": {attributes}}}"#
         )));
     }
     configs
