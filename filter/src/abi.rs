@@ -137,6 +137,7 @@ mod calls {
 
     /// Header maps the host gives access to.
     #[derive(Debug, Clone, Copy)]
+    #[allow(clippy::enum_variant_names)] // The ABI's names: every map is of headers.
     pub enum MapType {
         /// The request headers of the current stream.
         RequestHeaders = 0,
