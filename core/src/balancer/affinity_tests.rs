@@ -206,7 +206,7 @@ fn a_pinned_request_in_backup_mode_goes_to_its_backup() {
 }
 
 #[test]
-fn nothing_healthy_is_still_a_local_reply_with_a_cookie() {
+fn nothing_healthy_is_still_a_local_reply_whatever_the_cookie() {
     let store = MemoryStore::new();
     let balancer = balancer(
         r#""outlier_detection": {"consecutive_failures": 1, "max_ejection_percent": 100}"#,
