@@ -159,6 +159,16 @@ fn main_variants() -> Vec<Variant> {
             routing: eisodos(json!({"policy": "round_robin", "round_robin": {"ticket_batch": 16}})),
         },
         Variant {
+            name: "eisodos rate_limit",
+            routing: eisodos(json!({"rate_limit": {"requests_per_second": 1_000_000}})),
+        },
+        Variant {
+            name: "eisodos rate_limit, batch 16",
+            routing: eisodos(
+                json!({"rate_limit": {"requests_per_second": 1_000_000, "batch": 16}}),
+            ),
+        },
+        Variant {
             name: "eisodos least_request",
             routing: eisodos(json!({"policy": "least_request"})),
         },

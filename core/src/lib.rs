@@ -19,3 +19,4 @@ pub mod policy;
 pub mod request_key;
 pub mod store;
 pub mod ticket;
+pub mod token_bucket;

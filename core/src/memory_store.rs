@@ -66,6 +66,18 @@ impl MemoryStore {
         (inner.gets, inner.sets)
     }
 
+    /// How many keys the store holds and the bytes of their names and values together: what
+    /// Envoy's map holds, but for its per-entry overhead.
+    pub fn footprint(&self) -> (usize, usize) {
+        let inner = self.lock();
+        let bytes = inner
+            .map
+            .iter()
+            .map(|(key, (value, _))| key.len() + value.len())
+            .sum();
+        (inner.map.len(), bytes)
+    }
+
     /// The raw value under `key`, if any.
     pub fn value(&self, key: &str) -> Option<Vec<u8>> {
         self.lock().map.get(key).map(|(value, _)| value.clone())
@@ -115,6 +127,16 @@ impl SharedStore for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn footprint_counts_keys_and_bytes() {
+        let store = MemoryStore::new();
+        assert_eq!(store.footprint(), (0, 0));
+        store.set("ab", b"xyz", None).unwrap();
+        store.set("c", b"", None).unwrap();
+        store.set("ab", b"x", None).unwrap();
+        assert_eq!(store.footprint(), (2, 4));
+    }
 
     #[test]
     fn write_to_missing_key_wins_whatever_its_cas() {

@@ -22,6 +22,9 @@ pub trait RequestView {
     fn path(&self) -> Option<Vec<u8>>;
     /// The client address as Envoy reports it (`source.address`: `ip:port` or `[ip]:port`).
     fn source_address(&self) -> Option<String>;
+    /// The host's clock now, in ms since the Unix epoch (the same clock for every worker); 0
+    /// when the host cannot tell. Asked only by stages that need the time (rate limiting).
+    fn now_ms(&self) -> u64;
 }
 
 /// The key of `request` from the first source present, or `None`.
@@ -69,6 +72,7 @@ pub fn ip_key(source_address: &str, config: IpHashConfig) -> Option<Vec<u8>> {
 pub struct StaticRequest {
     headers: Vec<(String, Vec<u8>)>,
     source: Option<String>,
+    now_ms: u64,
 }
 
 impl StaticRequest {
@@ -82,6 +86,13 @@ impl StaticRequest {
     /// Sets the client address (`ip:port`).
     pub fn with_source(mut self, address: &str) -> Self {
         self.source = Some(address.to_owned());
+        self
+    }
+
+    /// Sets the time the request is handled at (ms since the epoch; 0, the default, is a
+    /// host that cannot tell).
+    pub fn with_now_ms(mut self, now_ms: u64) -> Self {
+        self.now_ms = now_ms;
         self
     }
 }
@@ -100,6 +111,10 @@ impl RequestView for StaticRequest {
 
     fn source_address(&self) -> Option<String> {
         self.source.clone()
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.now_ms
     }
 }
 

@@ -310,7 +310,8 @@ fn backups_panic_and_all_down_against_probes() {
             reply: LocalReply::NoHealthyBackend,
             status: 503,
             body: ALL_DOWN_BODY,
-            retry_after: Some(1)
+            retry_after: Some(1),
+            rate: None,
         }
     );
 }

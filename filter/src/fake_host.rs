@@ -231,6 +231,12 @@ impl FakeHost {
         Self::with(|state| std::mem::take(&mut state.logs))
     }
 
+    /// Shared data's key count and the bytes of its keys and values (see
+    /// [`MemoryStore::footprint`]).
+    pub fn shared_data_footprint(&self) -> (usize, usize) {
+        Self::with(|state| state.store.footprint())
+    }
+
     /// The host calls made so far, by name, taken.
     pub fn take_calls(&self) -> Vec<&'static str> {
         Self::with(|state| std::mem::take(&mut state.calls))

@@ -1,9 +1,9 @@
 //! The stream context: one per request. Chooses the backend and writes its cluster into the
 //! header the route's `cluster_header` reads (Envoy then matches the route again), or answers
-//! locally (status page, missing key, nothing healthy); either way it leaves why in filter
-//! state for Envoy's access log and tracer. With `session_affinity`, adds the `set-cookie` the
-//! choice asked for to the response. When the stream ends, gives back the in-flight count and
-//! tells passive health how the request went.
+//! locally (status page, rate limited, missing key, nothing healthy); either way it leaves why
+//! in filter state for Envoy's access log and tracer. With `session_affinity`, adds the
+//! `set-cookie` the choice asked for to the response. When the stream ends, gives back the
+//! in-flight count and tells passive health how the request went.
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -102,6 +102,7 @@ impl EisodosHttp {
                 status,
                 body,
                 retry_after,
+                rate,
             } => {
                 debug!("answered {status} locally: {}", body.trim_end());
                 if balancer.config().filter_state {
@@ -111,6 +112,11 @@ impl EisodosHttp {
                 let mut headers = vec![("content-type", "text/plain"), (REASON_HEADER, why.name())];
                 if let Some(seconds) = &retry_after {
                     headers.push(("retry-after", seconds));
+                }
+                let rate = rate.map(|rate| (rate.limit.to_string(), rate.remaining.to_string()));
+                if let Some((limit, remaining)) = &rate {
+                    headers.push(("x-ratelimit-limit", limit));
+                    headers.push(("x-ratelimit-remaining", remaining));
                 }
                 reply(host, status, LocalReply::details(why), &headers, body)
             }

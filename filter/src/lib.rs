@@ -28,6 +28,8 @@ mod metrics;
 #[cfg(test)]
 mod metrics_tests;
 mod probe;
+#[cfg(test)]
+mod rate_limit_tests;
 mod request;
 mod root;
 #[cfg(target_arch = "wasm32")]

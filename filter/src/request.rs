@@ -22,4 +22,8 @@ impl<H: Host> RequestView for HostRequest<'_, H> {
         let bytes = self.0.property(&["source", "address"]).ok()??;
         String::from_utf8(bytes).ok()
     }
+
+    fn now_ms(&self) -> u64 {
+        self.0.now_ms()
+    }
 }

@@ -239,6 +239,9 @@ fn without_session_affinity_nothing_reads_the_cookie_or_sets_one() {
         fn source_address(&self) -> Option<String> {
             panic!("read the address")
         }
+        fn now_ms(&self) -> u64 {
+            panic!("read the clock")
+        }
     }
     let store = MemoryStore::new();
     let json = format!(r#"{{"policy": "round_robin", {BACKENDS}}}"#);

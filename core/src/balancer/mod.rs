@@ -2,15 +2,17 @@
 //!
 //! A [`Balancer`] is built once per configuration and asked once per request. A request flows
 //! through stages, each in its own file, each deciding or passing on:
-//! 1. **candidates** (`candidates.rs`): the backends it may go to on this worker now, health's
+//! 1. **rate limit** (`rate_limit.rs`, with `rate_limit`): a token from the request's bucket
+//!    in shared data, or a local 429.
+//! 2. **candidates** (`candidates.rs`): the backends it may go to on this worker now, health's
 //!    [`Selection`] with what the policy lays out over it; none left is a local 503.
-//! 2. **affinity** (`affinity.rs`, with `session_affinity`): a cookie naming a candidate pins
+//! 3. **affinity** (`affinity.rs`, with `session_affinity`): a cookie naming a candidate pins
 //!    the request there, and the policy only counts it; any other request is marked for a
 //!    `set-cookie` naming the backend the pick chooses.
-//! 3. **pick** (`policy.rs`): the policy, owning its state, chooses one of them (or refuses a
+//! 4. **pick** (`policy.rs`): the policy, owning its state, chooses one of them (or refuses a
 //!    request without a hash key).
 //!
-//! Admission rules (deny lists, rate limits) belong before the candidates, and what must be
+//! Admission rules (deny lists) belong before the candidates, and what must be
 //! done with the response after the pick; each is a stage of its own, not a branch in another.
 //!
 //! What the configuration decides once is the [`plan::Plan`]; health checking is a
@@ -28,6 +30,7 @@ mod candidates;
 mod explain;
 mod plan;
 mod policy;
+mod rate_limit;
 mod status;
 
 use std::cell::RefCell;
@@ -43,6 +46,7 @@ use self::plan::Plan;
 pub use self::plan::RELEASE_FLUSH_MS;
 pub use self::policy::Reason;
 use self::policy::{Picked, PolicyState};
+pub use self::rate_limit::{Admitted, Limited, RateHeaders, RateLimiter};
 use crate::config::{Config, ConfigError};
 use crate::health::{Change, Mode, Monitor, MonitorKeys, ProbeResult, Selection};
 use crate::inflight::Commit;
@@ -86,6 +90,8 @@ pub enum Decision<'a> {
         body: &'a str,
         /// Seconds for a `retry-after` header, when worth retrying.
         retry_after: Option<u32>,
+        /// `x-ratelimit-limit` and `x-ratelimit-remaining`, on a rate-limited reply.
+        rate: Option<RateHeaders>,
     },
 }
 
@@ -124,6 +130,9 @@ pub struct Report {
 /// Body of the local 503 when no backend may take a request.
 pub const ALL_DOWN_BODY: &str = "eisodos: no healthy backend\n";
 
+/// Body of the local 429 when the request's rate-limit bucket is empty.
+pub const RATE_LIMITED_BODY: &str = "eisodos: rate limited\n";
+
 /// This worker's mutable state under one configuration.
 #[derive(Debug)]
 struct Worker {
@@ -139,6 +148,7 @@ pub struct Balancer {
     /// Sticky sessions, when configured.
     affinity: Option<Affinity>,
     monitor: Option<Monitor>,
+    rate_limit: Option<RateLimiter>,
     worker: RefCell<Worker>,
     /// This worker's metric counts, until the filter drains them on its tick.
     counters: Counters,
@@ -182,12 +192,18 @@ impl Balancer {
             None => Rc::new(Selection::build(&plan.config, None, 0)),
         };
         let candidates = Rc::new(Candidates::new(selection, &plan.config, policy.spread()));
+        let rate_limit = plan
+            .config
+            .rate_limit
+            .as_ref()
+            .map(|config| RateLimiter::new(config, namespace));
         Ok(Self {
             counters: Counters::new(plan.config.backends.len()),
             plan,
             policy,
             affinity,
             monitor,
+            rate_limit,
             worker: RefCell::new(Worker { rng, candidates }),
         })
     }
@@ -214,6 +230,9 @@ impl Balancer {
         if let Some(monitor) = &self.monitor {
             keys.extend(monitor.keys());
         }
+        if let Some(limiter) = &self.rate_limit {
+            keys.extend(limiter.keys());
+        }
         keys
     }
 
@@ -221,6 +240,9 @@ impl Balancer {
     /// state so a reconfiguration continues where the last configuration stopped.
     pub fn create_shared_keys(&self, store: &dyn SharedStore) -> Result<(), SetError> {
         self.policy.create_shared_keys(store)?;
+        if let Some(limiter) = &self.rate_limit {
+            limiter.create_shared_keys(store)?;
+        }
         match &self.monitor {
             Some(monitor) => monitor.create_shared_keys(store),
             None => Ok(()),
@@ -260,6 +282,11 @@ impl Balancer {
     /// Chooses the backend for one request. Shared-data trouble degrades the balance (see
     /// [`crate::ticket::TicketSource`] and [`crate::inflight`]), never the request.
     pub fn choose(&self, store: &dyn SharedStore, request: &dyn RequestView) -> Decision<'_> {
+        if let Some(limiter) = &self.rate_limit {
+            if let Err(limited) = limiter.admit(store, request) {
+                return self.rate_limited(limited);
+            }
+        }
         let (picked, mode) = {
             // Held across the pick's shared-data calls: the host calls back into the VM only
             // to allocate, which touches no balancer.
@@ -304,6 +331,7 @@ impl Balancer {
                     status: 400,
                     body: &self.plan.missing_key_body,
                     retry_after: None,
+                    rate: None,
                 }
             }
             Picked::NoCandidate => self.refuse(Refusal::NoHealthyBackend),
@@ -319,8 +347,20 @@ impl Balancer {
                     status: 503,
                     body: ALL_DOWN_BODY,
                     retry_after: Some(self.plan.retry_after_s),
+                    rate: None,
                 }
             }
+        }
+    }
+
+    fn rate_limited(&self, limited: Limited) -> Decision<'_> {
+        self.counters.local_reply(LocalReply::RateLimited);
+        Decision::Reject {
+            reply: LocalReply::RateLimited,
+            status: 429,
+            body: RATE_LIMITED_BODY,
+            retry_after: Some(limited.retry_after_s),
+            rate: Some(limited.headers),
         }
     }
 
@@ -1050,6 +1090,7 @@ mod tests {
                 status: 400,
                 body: "eisodos: the request has no hash key (looked for header x-user, cookie s)\n",
                 retry_after: None,
+                rate: None,
             }
         );
         let cookie = keyed("cookie", "s=abc");

@@ -16,6 +16,7 @@ mod health;
 mod host;
 mod json;
 mod policy;
+mod rate_limit;
 #[cfg(test)]
 #[cfg(not(target_family = "wasm"))]
 mod schema_agreement;
@@ -32,6 +33,9 @@ pub use policy::{
     IpHashConfig, LeastRequestConfig, OnMissingKey, Policy, RoundRobinConfig,
     MAX_ACTIVE_REQUEST_BIAS, MAX_BOUNDED_LOAD_FACTOR, MAX_CHOICE_COUNT, MAX_LATENCY_DECAY_MS,
     MAX_TICKET_BATCH, MIN_LATENCY_DECAY_MS,
+};
+pub use rate_limit::{
+    RateLimitConfig, DEFAULT_BUCKETS, MAX_BUCKETS, MAX_RATE, MAX_RATE_BATCH, RATE_RESOLUTION,
 };
 pub use session_affinity::{
     SessionAffinityConfig, DEFAULT_AFFINITY_ATTRIBUTES, DEFAULT_AFFINITY_COOKIE,
@@ -107,6 +111,8 @@ pub struct Config {
     pub filter_state: bool,
     /// Sticky sessions by cookie, if configured.
     pub session_affinity: Option<SessionAffinityConfig>,
+    /// Token buckets shared by every worker, if configured.
+    pub rate_limit: Option<RateLimitConfig>,
 }
 
 impl Config {
@@ -158,6 +164,7 @@ impl Config {
             None => true,
         };
         let session_affinity = session_affinity::read(top)?;
+        let rate_limit = rate_limit::read(top)?;
         Ok(Self {
             cluster_header,
             policy,
@@ -174,6 +181,7 @@ impl Config {
             status,
             filter_state,
             session_affinity,
+            rate_limit,
         })
     }
 }
@@ -516,7 +524,12 @@ mod tests {
             (
                 r#""zz": 1"#,
                 "zz",
-                "`cluster_header`, `policy`, `backends`, `round_robin`, `least_request`, `hash_key`, `on_missing_key`, `bounded_load_factor`, `ip_hash`, `health_check`, `outlier_detection`, `panic_threshold_percent`, `status_path`, `status_allowed_cidrs`, `filter_state`, `session_affinity`",
+                "`cluster_header`, `policy`, `backends`, `round_robin`, `least_request`, `hash_key`, `on_missing_key`, `bounded_load_factor`, `ip_hash`, `health_check`, `outlier_detection`, `panic_threshold_percent`, `status_path`, `status_allowed_cidrs`, `filter_state`, `session_affinity`, `rate_limit`",
+            ),
+            (
+                r#""rate_limit": {"requests_per_second": 1, "zz": 1}"#,
+                "rate_limit.zz",
+                "`requests_per_second`, `burst`, `key`, `buckets`, `batch`",
             ),
             (
                 r#""policy": "round_robin", "round_robin": {"zz": 1}"#,
