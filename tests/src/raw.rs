@@ -1,5 +1,6 @@
 //! HTTP/1.1 by hand over one TCP connection, for what a pooled client cannot do: send from a
-//! chosen loopback address (IP hash), or walk away in the middle of a request (client abort).
+//! chosen loopback address (IP hash), walk away in the middle of a request (client abort), or
+//! send many requests on one connection of known fate.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
@@ -96,6 +97,39 @@ fn complete_length(raw: &[u8]) -> Option<usize> {
             .then(|| value.trim().parse().ok())?
     })?;
     (raw.len() >= head_end + length).then_some(head_end + length)
+}
+
+/// One keep-alive connection for many requests in a row, each answered before the next is
+/// sent: fast enough to send 100,000 requests in a test, while one connection stays on one of
+/// Envoy's workers.
+pub struct Connection {
+    stream: TcpStream,
+}
+
+impl Connection {
+    /// Connects to 127.0.0.1:`port`.
+    pub fn open(port: u16) -> Result<Self, String> {
+        Ok(Self {
+            stream: connect_from(Ipv4Addr::LOCALHOST, port)?,
+        })
+    }
+
+    /// One GET on the connection, kept open; the answer must have a `content-length`.
+    pub fn get(&mut self, path: &str, headers: &[(&str, &str)]) -> Result<Response, String> {
+        let mut text = format!("GET {path} HTTP/1.1\r\nhost: eisodos.test\r\n");
+        for (name, value) in headers {
+            text.push_str(&format!("{name}: {value}\r\n"));
+        }
+        text.push_str("\r\n");
+        self.stream
+            .write_all(text.as_bytes())
+            .map_err(|e| format!("send: {e}"))?;
+        let raw = read_response(&mut self.stream)?;
+        if complete_length(&raw).is_none() {
+            return Err("the connection ended before the answer did".to_owned());
+        }
+        parse(&raw)
+    }
 }
 
 /// Sends a GET, waits `after`, and closes the connection without reading the answer: a client
