@@ -596,6 +596,52 @@ mod tests {
         }
     }
 
+    /// In the pipeline: a refused request stops before the candidates and the policy (it takes
+    /// no round-robin ticket), is answered 429 with its headers, and is counted.
+    #[test]
+    fn the_stage_refuses_before_the_policy_runs() {
+        use crate::balancer::{Balancer, Decision, LocalReply, RATE_LIMITED_BODY};
+        use crate::metrics::Counter;
+        let json = r#"{"rate_limit": {"requests_per_second": 1, "burst": 2},
+                       "backends": [{"cluster": "a"}, {"cluster": "b"}]}"#;
+        let balancer = Balancer::configure(json.as_bytes(), "test", 1).unwrap();
+        let store = MemoryStore::new();
+        balancer.create_shared_keys(&store).unwrap();
+        let keys = balancer.shared_keys();
+        assert!(keys.contains(&"eisodos.test.rate_limit.0"), "{keys:?}");
+        for _ in 0..2 {
+            assert!(matches!(
+                balancer.choose(&store, &at(T0)),
+                Decision::Route(_)
+            ));
+        }
+        let ticket = store.value("eisodos.test.rr_ticket");
+        assert_eq!(
+            balancer.choose(&store, &at(T0)),
+            Decision::Reject {
+                reply: LocalReply::RateLimited,
+                status: 429,
+                body: RATE_LIMITED_BODY,
+                retry_after: Some(1),
+                rate: Some(RateHeaders {
+                    limit: 2,
+                    remaining: 0
+                }),
+            }
+        );
+        assert_eq!(
+            store.value("eisodos.test.rr_ticket"),
+            ticket,
+            "no ticket taken"
+        );
+        let mut counted = Vec::new();
+        balancer.drain_counts(|counter, n| counted.push((counter, n)));
+        assert!(
+            counted.contains(&(Counter::LocalReplies(LocalReply::RateLimited), 1)),
+            "{counted:?}"
+        );
+    }
+
     /// Real threads on one store, as Envoy's workers on the process-wide map: every token is
     /// taken once, none is lost.
     #[cfg(not(target_family = "wasm"))]
