@@ -9,6 +9,10 @@ use super::{host, ConfigError, MAX_NAME_LEN};
 pub const MAX_BACKENDS: usize = 1000;
 /// Backend weights lie in `1..=MAX_WEIGHT`.
 pub const MAX_WEIGHT: u32 = 1000;
+/// A backend's `max_requests` lies in `1..=MAX_MAX_REQUESTS`: far above what one Envoy process
+/// keeps in flight, and small enough that a count plus every worker's pending change stays
+/// far from `u32::MAX`.
+pub const MAX_MAX_REQUESTS: u32 = 1_000_000;
 
 /// A backend: an Envoy cluster, its weight, and what its probes say.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +28,11 @@ pub struct Backend {
     ///
     /// [`HealthCheckConfig::probe_authorities`]: super::HealthCheckConfig::probe_authorities
     pub authority: Option<String>,
+    /// The most requests in flight on this backend at once, all workers of the Envoy process
+    /// together (Envoy's circuit breaker `max_requests`, nginx's `max_conns`); `None`: no cap.
+    /// A backend at its cap is skipped; when every backend a request may go to is, the
+    /// request is answered 503 `circuit_open`.
+    pub max_requests: Option<u32>,
 }
 
 /// `backends`: 1 to [`MAX_BACKENDS`] distinct clusters, not all backups.
@@ -82,12 +91,14 @@ pub(super) fn read(top: &mut Object<'_>) -> Result<Vec<Backend>, ConfigError> {
             }
             None => None,
         };
+        let max_requests = backend.u32_in("max_requests", 1..=MAX_MAX_REQUESTS)?;
         backend.finish()?;
         backends.push(Backend {
             cluster,
             weight,
             backup,
             authority,
+            max_requests,
         });
     }
     if backends.iter().all(|backend| backend.backup) {
@@ -168,6 +179,33 @@ mod tests {
     fn weights_at_the_bounds_are_accepted() {
         parse(r#"{"backends": [{"cluster": "a", "weight": 1}, {"cluster": "b", "weight": 1000}]}"#)
             .unwrap();
+    }
+
+    #[test]
+    fn max_requests_out_of_range() {
+        for value in ["0", "1000001", "-1", "1.5", "\"2\"", "true"] {
+            let json = format!(
+                r#"{{"backends": [{{"cluster": "a"}}, {{"cluster": "b", "max_requests": {value}}}]}}"#
+            );
+            let err = rejected(&json);
+            assert_eq!(err.field, "backends[1].max_requests", "{value}");
+        }
+        let err = rejected(r#"{"backends": [{"cluster": "a", "max_requests": 0}]}"#);
+        assert_eq!(
+            err.to_string(),
+            "backends[0].max_requests: must be between 1 and 1000000, got 0"
+        );
+    }
+
+    #[test]
+    fn max_requests_is_per_backend_and_optional() {
+        let config = parse(
+            r#"{"backends": [{"cluster": "a", "max_requests": 1}, {"cluster": "b"},
+                {"cluster": "c", "max_requests": 1000000}, {"cluster": "d", "max_requests": null}]}"#,
+        )
+        .unwrap();
+        let caps: Vec<_> = config.backends.iter().map(|b| b.max_requests).collect();
+        assert_eq!(caps, [Some(1), None, Some(1_000_000), None]);
     }
 
     #[test]

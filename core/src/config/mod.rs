@@ -26,7 +26,7 @@ mod status;
 use json::{At, Object};
 
 pub use authority::derive as derive_authority;
-pub use backends::{Backend, MAX_BACKENDS, MAX_WEIGHT};
+pub use backends::{Backend, MAX_BACKENDS, MAX_MAX_REQUESTS, MAX_WEIGHT};
 pub use hash_key::{Empty, HashSource, MAX_HASH_SOURCES};
 pub use health::{HealthCheckConfig, InitialState, OutlierDetectionConfig, MAX_EXPECTED_STATUSES};
 pub use policy::{
@@ -262,13 +262,15 @@ mod tests {
                     cluster: "backend_a".into(),
                     weight: 1,
                     backup: false,
-                    authority: None
+                    authority: None,
+                    max_requests: None
                 },
                 Backend {
                     cluster: "backend_b".into(),
                     weight: 1,
                     backup: false,
-                    authority: None
+                    authority: None,
+                    max_requests: None
                 }
             ]
         );
@@ -502,7 +504,7 @@ mod tests {
         let err = rejected(r#"{"backends": [{"cluster": "a", "wieght": 2}]}"#);
         assert_eq!(
             err.reason,
-            "unknown field `wieght`, expected one of `cluster`, `weight`, `backup`, `authority`"
+            "unknown field `wieght`, expected one of `cluster`, `weight`, `backup`, `authority`, `max_requests`"
         );
         let err = rejected(&format!(
             r#"{{"policy": "consistent_hash", "hash_key": [{{"source_ip": {{"v6": true}}}}], {A}}}"#
@@ -569,7 +571,7 @@ mod tests {
             (err.field.as_str(), err.reason.as_str()),
             (
                 "backends[0].zz",
-                "unknown field `zz`, expected one of `cluster`, `weight`, `backup`, `authority`"
+                "unknown field `zz`, expected one of `cluster`, `weight`, `backup`, `authority`, `max_requests`"
             )
         );
         let err = rejected(&format!(
