@@ -102,7 +102,20 @@ impl InflightTable {
     pub fn acquire(
         &self,
         store: &dyn SharedStore,
+        choose: impl FnMut(&Snapshot<'_>) -> Option<usize>,
+    ) -> Option<(usize, Commit)> {
+        self.acquire_deferring(store, choose, |_| true)
+    }
+
+    /// [`Self::acquire`], keeping a count that could not be written as debt only for a backend
+    /// `may_defer` accepts. For any other the pick is dropped (nothing counted, `None`): a
+    /// capped backend is taken only by a write whose compare-and-swap saw it with room, so two
+    /// workers can never both take its last slot.
+    pub fn acquire_deferring(
+        &self,
+        store: &dyn SharedStore,
         mut choose: impl FnMut(&Snapshot<'_>) -> Option<usize>,
+        may_defer: impl Fn(usize) -> bool,
     ) -> Option<(usize, Commit)> {
         let mut chosen = None;
         let mut ran = false;
@@ -118,6 +131,9 @@ impl InflightTable {
             });
         }
         if let (Some(index), Commit::Deferred) = (chosen, commit) {
+            if !may_defer(index) {
+                return None;
+            }
             self.owe(index, 1);
         }
         chosen.map(|index| (index, commit))
@@ -373,6 +389,24 @@ mod tests {
         assert_eq!(table.flush(&store), Commit::Written);
         assert_eq!(table.counts(&store), [0, 0, competitors]);
         assert_eq!(table.debt(), [0, 0, 0]);
+    }
+
+    #[test]
+    fn a_pick_that_may_not_defer_is_dropped_when_it_cannot_be_written() {
+        let store = MemoryStore::new();
+        let table = table(&store);
+        store.interfere_after_get(cas::MAX_ATTEMPTS, bump);
+        assert_eq!(
+            table.acquire_deferring(&store, |_| Some(0), |i| i != 0),
+            None
+        );
+        assert_eq!(table.debt(), [0, 0, 0], "nothing counted");
+        store.interfere_after_get(cas::MAX_ATTEMPTS, bump);
+        assert_eq!(
+            table.acquire_deferring(&store, |_| Some(1), |i| i != 0),
+            Some((1, Commit::Deferred))
+        );
+        assert_eq!(table.debt(), [0, 1, 0], "the others defer as before");
     }
 
     #[test]

@@ -47,7 +47,8 @@ fn without_health() {
       "consecutive_request_failures": 0,
       "last_probe_status": null,
       "last_probe_ms": null,
-      "in_flight": null
+      "in_flight": null,
+      "max_requests": null
     },
     {
       "cluster": "q\"uo\\te",
@@ -63,7 +64,8 @@ fn without_health() {
       "consecutive_request_failures": 0,
       "last_probe_status": null,
       "last_probe_ms": null,
-      "in_flight": null
+      "in_flight": null,
+      "max_requests": null
     }
   ]
 }"#
@@ -123,7 +125,8 @@ const WITH_HEALTH: &str = r#"{
       "consecutive_request_failures": 0,
       "last_probe_status": 200,
       "last_probe_ms": 1005,
-      "in_flight": 0
+      "in_flight": 0,
+      "max_requests": null
     },
     {
       "cluster": "b",
@@ -139,7 +142,8 @@ const WITH_HEALTH: &str = r#"{
       "consecutive_request_failures": 0,
       "last_probe_status": 503,
       "last_probe_ms": 1005,
-      "in_flight": 0
+      "in_flight": 0,
+      "max_requests": null
     },
     {
       "cluster": "c",
@@ -155,7 +159,8 @@ const WITH_HEALTH: &str = r#"{
       "consecutive_request_failures": 0,
       "last_probe_status": 200,
       "last_probe_ms": 1005,
-      "in_flight": 0
+      "in_flight": 0,
+      "max_requests": null
     }
   ]
 }"#;

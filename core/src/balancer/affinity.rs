@@ -19,8 +19,11 @@
 use std::fmt::Write as _;
 
 use super::candidates::Candidates;
+use super::counting::Counting;
+use super::policy::{Picked, Reason};
 use crate::config::{Config, ConfigError, SessionAffinityConfig};
 use crate::request_key::{self, RequestView};
+use crate::store::SharedStore;
 
 /// Length of a token: 16 hex digits, 64 bits.
 pub const TOKEN_LEN: usize = 16;
@@ -104,6 +107,25 @@ impl Affinity {
     pub fn set_cookie(&self, index: usize) -> Option<&str> {
         self.set_cookie.get(index).map(String::as_str)
     }
+}
+
+/// Takes pinned backend `index` for the request: the policy does not choose, but when requests
+/// are counted in flight this one is too (its stream's end gives the count back), and only if
+/// the backend has room under its `max_requests`. `None` when it is full: the policy then
+/// chooses, and the cookie is issued again.
+pub fn take(store: &dyn SharedStore, index: usize, counting: Option<&Counting>) -> Option<Picked> {
+    let counted = match counting {
+        Some(counting) => counting.acquire_if_room(store, index).is_some(),
+        None => false,
+    };
+    if counting.is_some() && !counted {
+        return None;
+    }
+    Some(Picked::Backend {
+        index,
+        counted,
+        reason: Reason::Affinity,
+    })
 }
 
 /// The token of `cluster` under `namespace`.

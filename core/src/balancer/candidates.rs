@@ -1,6 +1,8 @@
 //! The candidates stage: the backends a request may go to on this worker now (health's
-//! [`Selection`]; subsets and circuit breakers will narrow it here too), with what the policy
-//! lays out over them: a round-robin cycle, weighted-random prefix sums.
+//! [`Selection`]; subsets will narrow it here too), with what the policy lays out over them: a
+//! round-robin cycle, weighted-random prefix sums. Which of them have room under their
+//! `max_requests` is known only at the pick, from the shared counts it reads
+//! ([`super::counting`]), so a full backend stays a candidate and the pick passes it.
 //!
 //! Built when the selection's backends change, never per request, and only the structures the
 //! policy uses.
@@ -9,6 +11,7 @@ use std::rc::Rc;
 
 use fastrand::Rng;
 
+use super::counting::Room;
 use crate::config::Config;
 use crate::health::{Mode, Selection};
 use crate::policy::round_robin::RotationError;
@@ -28,6 +31,8 @@ pub struct Spread {
 pub enum Refusal {
     /// Health took every backend out.
     NoHealthyBackend,
+    /// Every candidate is at its `max_requests`.
+    CircuitOpen,
 }
 
 /// The backends a request may go to, and the policy's structures over them.
@@ -97,6 +102,55 @@ impl Candidates {
             Some(random) => random.pick(rng)?,
             None if population.is_empty() => return None,
             None => rng.usize(..population.len()),
+        };
+        population.get(position).copied()
+    }
+}
+
+impl Candidates {
+    /// The round-robin backend for `ticket` if it has room, else the next one with room: along
+    /// the rotation's following slots (as many as there are candidates), then, for weights
+    /// that left none of those open, the candidates after it in configuration order. So a
+    /// full backend's turns go to the backends after it in the cycle, and the order of every
+    /// other ticket is unchanged. `None` when none has room.
+    pub fn rotate_with_room(&self, ticket: u64, room: &Room<'_>) -> Option<usize> {
+        let first = self.rotate(ticket)?;
+        if room.has_room(first) {
+            return Some(first);
+        }
+        let population = self.population();
+        let steps = population.len() as u64;
+        if let Some(next) = (1..=steps)
+            .filter_map(|step| self.rotate(ticket.wrapping_add(step)))
+            .find(|&index| room.has_room(index))
+        {
+            return Some(next);
+        }
+        let at = population.iter().position(|&index| index == first)?;
+        population
+            .iter()
+            .cycle()
+            .skip(at + 1)
+            .take(population.len())
+            .copied()
+            .find(|&index| room.has_room(index))
+    }
+
+    /// A weighted random backend among those with room (weights honoured among them); `None`
+    /// when none has room. One draw when the drawn backend has room, else one pass.
+    pub fn random_with_room(&self, rng: &mut Rng, room: &Room<'_>) -> Option<usize> {
+        let drawn = self.random(rng)?;
+        if room.has_room(drawn) {
+            return Some(drawn);
+        }
+        let population = self.population();
+        let open = |position: usize| population.get(position).is_some_and(|&i| room.has_room(i));
+        let position = match &self.random {
+            Some(random) => random.pick_where(rng, open)?,
+            None => {
+                let open: Vec<usize> = (0..population.len()).filter(|&p| open(p)).collect();
+                *open.get(rng.usize(..open.len().max(1)))?
+            }
         };
         population.get(position).copied()
     }

@@ -6,11 +6,16 @@
 //!    in shared data, or a local 429.
 //! 2. **candidates** (`candidates.rs`): the backends it may go to on this worker now, health's
 //!    [`Selection`] with what the policy lays out over it; none left is a local 503.
-//! 3. **affinity** (`affinity.rs`, with `session_affinity`): a cookie naming a candidate pins
-//!    the request there, and the policy only counts it; any other request is marked for a
-//!    `set-cookie` naming the backend the pick chooses.
+//! 3. **affinity** (`affinity.rs`, with `session_affinity`): a cookie naming a candidate with
+//!    room pins the request there, and the policy is not asked; any other request is marked
+//!    for a `set-cookie` naming the backend the pick chooses.
 //! 4. **pick** (`policy.rs`): the policy, owning its state, chooses one of them (or refuses a
 //!    request without a hash key).
+//! 5. **in flight** (`counting.rs`), around the pick when the configuration counts requests
+//!    (least-request, bounded loads, or a `max_requests` on any backend): the pick sees the
+//!    shared counts and skips a backend at its cap, and its backend is counted by the same
+//!    compare-and-swap; none with room is a local 503 `circuit_open`. The stream's end gives
+//!    the count back.
 //!
 //! Admission rules (deny lists) belong before the candidates, and what must be
 //! done with the response after the pick; each is a stage of its own, not a branch in another.
@@ -20,13 +25,15 @@
 //! value, borrowed once per call. Shared-data cost per request: round-robin one ticket (a get
 //! and a CAS set); least-request and bounded-load hashing one get and one CAS set to pick, with
 //! the releases of earlier requests folded in (a worker gone idle writes them on its tick);
-//! random and plain hashing none; passive health one get and one set when a request fails (or
-//! succeeds after failures).
+//! random and plain hashing none; with `max_requests`, every policy the in-flight get and CAS
+//! set (round-robin's ticket besides); passive health one get and one set when a request
+//! fails (or succeeds after failures).
 
 mod affinity;
 #[cfg(test)]
 mod affinity_tests;
 mod candidates;
+mod counting;
 mod explain;
 mod plan;
 mod policy;
@@ -41,6 +48,7 @@ use fastrand::Rng;
 use self::affinity::Affinity;
 pub use self::affinity::{token as affinity_token, token_text as affinity_token_text};
 use self::candidates::{Candidates, Refusal};
+pub use self::counting::{Counting, Room};
 pub use self::explain::Why;
 use self::plan::Plan;
 pub use self::plan::RELEASE_FLUSH_MS;
@@ -132,6 +140,13 @@ pub const ALL_DOWN_BODY: &str = "eisodos: no healthy backend\n";
 
 /// Body of the local 429 when the request's rate-limit bucket is empty.
 pub const RATE_LIMITED_BODY: &str = "eisodos: rate limited\n";
+/// Body of the local 503 when every backend a request may go to is at its `max_requests`.
+pub const CIRCUIT_OPEN_BODY: &str = "eisodos: every backend is at max_requests\n";
+
+/// Seconds in the `retry-after` of a `circuit_open` reply: in-flight requests end in about a
+/// response time, so a slot is likely free by then; one second is the header's smallest
+/// non-zero value.
+pub const CIRCUIT_OPEN_RETRY_AFTER_S: u32 = 1;
 
 /// This worker's mutable state under one configuration.
 #[derive(Debug)]
@@ -147,6 +162,8 @@ pub struct Balancer {
     policy: PolicyState,
     /// Sticky sessions, when configured.
     affinity: Option<Affinity>,
+    /// The in-flight counts and caps, when the configuration counts requests.
+    counting: Option<Counting>,
     monitor: Option<Monitor>,
     rate_limit: Option<RateLimiter>,
     worker: RefCell<Worker>,
@@ -173,8 +190,8 @@ impl Balancer {
         let affinity = Affinity::new(&config, namespace)?;
         let mut plan = Plan::new(config, namespace);
         let policy = PolicyState::new(&plan);
-        plan.tick_period_ms =
-            plan::tick_period_ms(plan.health_period_ms, policy.inflight().is_some());
+        let counting = Counting::for_plan(&plan);
+        plan.tick_period_ms = plan::tick_period_ms(plan.health_period_ms, counting.is_some());
         let mut rng = Rng::with_seed(seed);
         let vm_id = rng.u64(1..);
         let monitor = Monitor::new(
@@ -202,6 +219,7 @@ impl Balancer {
             plan,
             policy,
             affinity,
+            counting,
             monitor,
             rate_limit,
             worker: RefCell::new(Worker { rng, candidates }),
@@ -227,6 +245,7 @@ impl Balancer {
     /// request.
     pub fn shared_keys(&self) -> Vec<&str> {
         let mut keys = self.policy.keys();
+        keys.extend(self.counting.as_ref().map(Counting::key));
         if let Some(monitor) = &self.monitor {
             keys.extend(monitor.keys());
         }
@@ -242,6 +261,9 @@ impl Balancer {
         self.policy.create_shared_keys(store)?;
         if let Some(limiter) = &self.rate_limit {
             limiter.create_shared_keys(store)?;
+        }
+        if let Some(counting) = &self.counting {
+            counting.ensure_created(store)?;
         }
         match &self.monitor {
             Some(monitor) => monitor.create_shared_keys(store),
@@ -269,9 +291,16 @@ impl Balancer {
         }
     }
 
-    /// Whether requests hold in-flight counts (and the filter should flush debt periodically).
+    /// Whether requests hold in-flight counts (and the filter should flush debt periodically):
+    /// least-request, bounded loads, or any `max_requests`.
     pub fn counts_in_flight(&self) -> bool {
-        self.policy.inflight().is_some()
+        self.counting.is_some()
+    }
+
+    /// The in-flight counts and caps, when requests are counted: [`Counting::acquire_if_room`]
+    /// takes a count on one given backend only if it has room.
+    pub fn counting(&self) -> Option<&Counting> {
+        self.counting.as_ref()
     }
 
     /// The current selection mode.
@@ -295,13 +324,16 @@ impl Balancer {
             if let Err(refusal) = candidates.admit() {
                 return self.refuse(refusal);
             }
+            let counting = self.counting.as_ref();
             let pinned = match &self.affinity {
-                Some(affinity) => affinity.pinned(request, candidates),
+                Some(affinity) => affinity
+                    .pinned(request, candidates)
+                    .and_then(|index| affinity::take(store, index, counting)),
                 None => None,
             };
             let picked = match pinned {
-                Some(index) => self.policy.pick_pinned(store, index),
-                None => self.policy.pick(store, request, candidates, rng),
+                Some(pinned) => pinned,
+                None => self.policy.pick(store, request, candidates, rng, counting),
             };
             (picked, candidates.selection.mode)
         };
@@ -334,6 +366,7 @@ impl Balancer {
                     rate: None,
                 }
             }
+            Picked::Full => self.refuse(Refusal::CircuitOpen),
             Picked::NoCandidate => self.refuse(Refusal::NoHealthyBackend),
         }
     }
@@ -347,6 +380,16 @@ impl Balancer {
                     status: 503,
                     body: ALL_DOWN_BODY,
                     retry_after: Some(self.plan.retry_after_s),
+                    rate: None,
+                }
+            }
+            Refusal::CircuitOpen => {
+                self.counters.local_reply(LocalReply::CircuitOpen);
+                Decision::Reject {
+                    reply: LocalReply::CircuitOpen,
+                    status: 503,
+                    body: CIRCUIT_OPEN_BODY,
+                    retry_after: Some(CIRCUIT_OPEN_RETRY_AFTER_S),
                     rate: None,
                 }
             }
@@ -383,8 +426,8 @@ impl Balancer {
     /// written with this worker's next pick or tick (see [`crate::inflight`]), so most
     /// releases cost no shared-data call.
     pub fn release(&self, store: &dyn SharedStore, index: usize) -> Commit {
-        match self.policy.inflight() {
-            Some(table) => table.release(store, index),
+        match &self.counting {
+            Some(counting) => counting.release(store, index),
             None => Commit::Written,
         }
     }
@@ -392,8 +435,8 @@ impl Balancer {
     /// Call when this balancer is replaced (reconfiguration) or its root context ends: it will
     /// not tick again, so pending releases are written now and later ones at once.
     pub fn retire(&self, store: &dyn SharedStore) {
-        if let Some(table) = self.policy.inflight() {
-            table.retire(store);
+        if let Some(counting) = &self.counting {
+            counting.retire(store);
         }
     }
 
@@ -456,8 +499,8 @@ impl Balancer {
     /// The periodic work of a worker: flush in-flight debt, write probe answers, follow the
     /// shared health record, and (on the VM holding the lease) say which probes are due.
     pub fn tick(&self, store: &dyn SharedStore, now_ms: u64) -> Tick<'_> {
-        if let Some(table) = self.policy.inflight() {
-            table.flush(store);
+        if let Some(counting) = &self.counting {
+            counting.flush(store);
         }
         let Some(monitor) = &self.monitor else {
             return Tick::default();
@@ -527,9 +570,9 @@ impl Balancer {
 
     /// Current in-flight count per backend (for status and tests); empty when not counted.
     pub fn in_flight(&self, store: &dyn SharedStore) -> Vec<u32> {
-        self.policy
-            .inflight()
-            .map(|table| table.counts(store))
+        self.counting
+            .as_ref()
+            .map(|counting| counting.counts(store))
             .unwrap_or_default()
     }
 
@@ -1181,5 +1224,359 @@ mod tests {
         assert_ne!(one.shared_keys(), two.shared_keys());
         let same = balancer(&with_policy(r#""policy": "least_request""#));
         assert_eq!(one.shared_keys(), same.shared_keys());
+    }
+
+    /// Three backends, each with `caps[i]` as its `max_requests` (`0`: none).
+    fn capped(policy_fields: &str, caps: [u32; 3]) -> Balancer {
+        let backends: Vec<String> = ["a", "b", "c"]
+            .iter()
+            .zip(caps)
+            .map(|(name, cap)| match cap {
+                0 => format!(r#"{{"cluster": "{name}"}}"#),
+                cap => format!(r#"{{"cluster": "{name}", "max_requests": {cap}}}"#),
+            })
+            .collect();
+        let comma = if policy_fields.is_empty() { "" } else { "," };
+        balancer(&format!(
+            r#"{{{policy_fields}{comma} "backends": [{}]}}"#,
+            backends.join(", ")
+        ))
+    }
+
+    fn circuit_open() -> Decision<'static> {
+        Decision::Reject {
+            reply: LocalReply::CircuitOpen,
+            status: 503,
+            body: "eisodos: every backend is at max_requests\n",
+            retry_after: Some(1),
+            rate: None,
+        }
+    }
+
+    /// Holds requests on `balancer` until one is refused; the choices held.
+    fn fill<'a>(balancer: &'a Balancer, store: &MemoryStore, request: &Request) -> Vec<Choice<'a>> {
+        let mut held = Vec::new();
+        for _ in 0..100 {
+            match balancer.choose(store, request) {
+                Decision::Route(choice) => held.push(choice),
+                refused => {
+                    assert_eq!(refused, circuit_open());
+                    return held;
+                }
+            }
+        }
+        panic!("never full: {held:?}");
+    }
+
+    const POLICIES: [&str; 5] = [
+        r#""policy": "round_robin""#,
+        r#""policy": "random""#,
+        r#""policy": "least_request""#,
+        r#""policy": "consistent_hash", "hash_key": [{"header": "x-user"}]"#,
+        r#""policy": "ip_hash""#,
+    ];
+
+    /// Whatever the policy: requests held fill every backend to its cap and no further, the
+    /// next is refused `circuit_open` (counted), and once they end requests flow again.
+    #[test]
+    fn every_policy_fills_each_backend_to_its_cap_then_refuses() {
+        crate::cas::take_exhausted();
+        for policy in POLICIES {
+            let store = MemoryStore::new();
+            let balancer = capped(policy, [2, 1, 3]);
+            balancer.create_shared_keys(&store).unwrap();
+            assert!(balancer.counts_in_flight(), "{policy}");
+            let request = keyed("x-user", "one-user").with_source("10.0.0.1:1000");
+            let held = fill(&balancer, &store, &request);
+            assert!(held.iter().all(|c| c.counted), "{policy}");
+            assert_eq!(balancer.in_flight(&store), [2, 1, 3], "{policy}");
+            let mut per_backend = [0; 3];
+            for choice in &held {
+                per_backend[choice.index] += 1;
+            }
+            assert_eq!(per_backend, [2, 1, 3], "{policy}");
+            assert_eq!(
+                drained(&balancer).last(),
+                Some(&(Counter::LocalReplies(LocalReply::CircuitOpen), 1)),
+                "{policy}"
+            );
+            // One ends: its backend takes the next request, this worker seeing the release
+            // before it is written.
+            let freed = held[0].index;
+            balancer.release(&store, freed);
+            let next = route(balancer.choose(&store, &request));
+            assert_eq!(next.index, freed, "{policy}");
+            assert_eq!(
+                balancer.choose(&store, &request),
+                circuit_open(),
+                "{policy}"
+            );
+            balancer.release(&store, next.index);
+            for choice in &held[1..] {
+                balancer.release(&store, choice.index);
+            }
+            balancer.tick(&store, 0);
+            assert_eq!(balancer.in_flight(&store), [0, 0, 0], "{policy}");
+            assert!(matches!(
+                balancer.choose(&store, &request),
+                Decision::Route(_)
+            ));
+        }
+    }
+
+    /// Without caps, round-robin and random count nothing and touch no in-flight record.
+    #[test]
+    fn without_caps_round_robin_and_random_count_nothing() {
+        for policy in [r#""policy": "round_robin""#, r#""policy": "random""#] {
+            let store = MemoryStore::new();
+            let balancer = capped(policy, [0, 0, 0]);
+            balancer.create_shared_keys(&store).unwrap();
+            assert!(!balancer.counts_in_flight());
+            assert!(balancer.counting().is_none());
+            let before = store.op_counts();
+            let choice = route(balancer.choose(&store, &Request::default()));
+            assert!(!choice.counted);
+            let ops = store.op_counts();
+            let expected = if policy.contains("random") { 0 } else { 1 };
+            assert_eq!(
+                (ops.0 - before.0, ops.1 - before.1),
+                (expected, expected),
+                "{policy}: the ticket only"
+            );
+        }
+    }
+
+    /// A cap on one backend: every request is counted, one get and one CAS set more than
+    /// without (round-robin keeps its ticket).
+    #[test]
+    fn a_cap_counts_every_request_with_one_get_and_one_set() {
+        let store = MemoryStore::new();
+        let balancer = capped(r#""policy": "round_robin""#, [0, 5, 0]);
+        balancer.create_shared_keys(&store).unwrap();
+        assert_eq!(balancer.tick_period_ms(), RELEASE_FLUSH_MS);
+        assert_eq!(
+            balancer.shared_keys(),
+            [
+                "eisodos.test.rr_ticket".to_owned(),
+                balancer.plan.key("inflight")
+            ]
+        );
+        for _ in 0..2 {
+            let before = store.op_counts();
+            let choice = route(balancer.choose(&store, &Request::default()));
+            assert!(choice.counted);
+            balancer.release(&store, choice.index);
+            let ops = store.op_counts();
+            assert_eq!((ops.0 - before.0, ops.1 - before.1), (2, 2));
+        }
+    }
+
+    /// Round-robin passes a full backend for the next one of the rotation with room; the
+    /// other tickets keep their places.
+    #[test]
+    fn round_robin_gives_a_full_backends_turn_to_the_next() {
+        let store = MemoryStore::new();
+        let plain = capped(r#""policy": "round_robin""#, [1, 0, 0]);
+        plain.create_shared_keys(&store).unwrap();
+        let picks: String = (0..7)
+            .map(|_| route(plain.choose(&store, &Request::default())).cluster)
+            .collect();
+        // a holds its one request from ticket 0; tickets 3 and 6 find it full and go to b.
+        assert_eq!(picks, "abcbbcb");
+        let weighted = balancer(
+            r#"{"backends": [{"cluster": "a", "weight": 5, "max_requests": 1},
+                {"cluster": "b"}, {"cluster": "c"}]}"#,
+        );
+        let store = MemoryStore::new();
+        weighted.create_shared_keys(&store).unwrap();
+        let picks: String = (0..7)
+            .map(|_| route(weighted.choose(&store, &Request::default())).cluster)
+            .collect();
+        // The cycle a a b a c a a: a's later turns go to the next slot with room.
+        assert_eq!(picks, "abbccbb");
+        assert!(matches!(
+            route(weighted.choose(&store, &Request::default())).reason,
+            Reason::Ticket(_)
+        ));
+    }
+
+    /// Random draws among the backends with room, by weight.
+    #[test]
+    fn random_draws_among_those_with_room_by_weight() {
+        let store = MemoryStore::new();
+        let balancer = balancer(
+            r#"{"policy": "random", "backends": [{"cluster": "a", "max_requests": 1},
+                {"cluster": "b", "weight": 3}, {"cluster": "c"}]}"#,
+        );
+        balancer.create_shared_keys(&store).unwrap();
+        let held = fill_one(&balancer, &store, 0);
+        let mut counts = [0; 3];
+        for _ in 0..4000 {
+            let choice = route(balancer.choose(&store, &Request::default()));
+            counts[choice.index] += 1;
+            balancer.release(&store, choice.index);
+        }
+        assert_eq!(counts[0], 0, "a is full: {counts:?}");
+        // 3:1 between b and c: 3000 and 1000 expected.
+        assert!((2800..3200).contains(&counts[1]), "{counts:?}");
+        balancer.release(&store, held.index);
+    }
+
+    /// Takes requests until one lands on `index` (which then holds it); the others released.
+    fn fill_one<'a>(balancer: &'a Balancer, store: &MemoryStore, index: usize) -> Choice<'a> {
+        for _ in 0..1000 {
+            let choice = route(balancer.choose(store, &Request::default()));
+            if choice.index == index {
+                return choice;
+            }
+            balancer.release(store, choice.index);
+        }
+        panic!("never picked {index}");
+    }
+
+    /// Least-request compares only the backends with room: c, idle but capped at 0 room, is
+    /// never picked although it has the fewest in flight.
+    #[test]
+    fn least_request_compares_only_those_with_room() {
+        let store = MemoryStore::new();
+        let balancer = capped(
+            r#""policy": "least_request", "least_request": {"choice_count": 3}"#,
+            [0, 0, 1],
+        );
+        balancer.create_shared_keys(&store).unwrap();
+        let mut held = Vec::new();
+        for _ in 0..10 {
+            held.push(route(balancer.choose(&store, &Request::default())));
+        }
+        let counts = balancer.in_flight(&store);
+        assert_eq!(counts[2], 1, "c at its cap: {counts:?}");
+        assert!(
+            counts[..2].iter().all(|n| (4..=5).contains(n)),
+            "{counts:?}"
+        );
+        assert_eq!(held[0].why, Why::LeastRequest);
+    }
+
+    /// Hashing walks the ring past a full backend, and says it spilled.
+    #[test]
+    fn hashing_walks_past_a_full_backend() {
+        let store = MemoryStore::new();
+        let balancer = capped(HASHED, [1, 1, 1]);
+        balancer.create_shared_keys(&store).unwrap();
+        let request = keyed("x-user", "hot-key");
+        let home = route(balancer.choose(&store, &request));
+        assert_eq!(home.why, Why::Hash);
+        let next = route(balancer.choose(&store, &request));
+        assert_ne!(next.index, home.index);
+        assert_eq!(next.why, Why::Fallback);
+        assert!(matches!(
+            next.reason,
+            Reason::Hash {
+                spilled: true,
+                skipped: 1..,
+                ..
+            }
+        ));
+        let plain = balancer_seeded(&with_policy(HASHED), 1);
+        assert_eq!(
+            route(plain.choose(&store, &request)).index,
+            home.index,
+            "the key's own backend"
+        );
+        // Without a key, the round-robin fallback skips full backends too.
+        let third = route(balancer.choose(&store, &Request::default()));
+        assert!(third.index != home.index && third.index != next.index);
+        assert_eq!(balancer.choose(&store, &request), circuit_open());
+        assert_eq!(balancer.choose(&store, &Request::default()), circuit_open());
+    }
+
+    /// With bounded loads and caps, a backend must be under both.
+    #[test]
+    fn bounded_loads_and_caps_both_apply() {
+        let store = MemoryStore::new();
+        let balancer = capped(
+            &format!(r#"{HASHED}, "bounded_load_factor": 2.0"#),
+            [2, 2, 2],
+        );
+        balancer.create_shared_keys(&store).unwrap();
+        let request = keyed("x-user", "hot-key");
+        let held = fill(&balancer, &store, &request);
+        assert_eq!(held.len(), 6);
+        assert_eq!(balancer.in_flight(&store), [2, 2, 2]);
+    }
+
+    /// A full primary does not send requests to the backups: Envoy's circuit breaker
+    /// overflows to a 503 too, it does not fail over.
+    #[test]
+    fn full_primaries_do_not_spill_to_backups() {
+        let store = MemoryStore::new();
+        let balancer = balancer(
+            r#"{"backends": [{"cluster": "a", "max_requests": 1},
+                {"cluster": "spare", "backup": true}]}"#,
+        );
+        balancer.create_shared_keys(&store).unwrap();
+        assert_eq!(
+            route(balancer.choose(&store, &Request::default())).cluster,
+            "a"
+        );
+        assert_eq!(balancer.choose(&store, &Request::default()), circuit_open());
+    }
+
+    /// Two workers, one store: the cap holds across them, and one's release lets the other in
+    /// once written.
+    #[test]
+    fn caps_hold_across_workers() {
+        let store = MemoryStore::new();
+        let one = capped(r#""policy": "round_robin""#, [1, 1, 0]);
+        let two = capped(r#""policy": "round_robin""#, [1, 1, 0]);
+        one.create_shared_keys(&store).unwrap();
+        let a = route(one.choose(&store, &Request::default()));
+        let b = route(two.choose(&store, &Request::default()));
+        assert_eq!((a.cluster, b.cluster), ("a", "b"));
+        let picks: Vec<&str> = (0..4)
+            .map(|i| {
+                let worker = if i % 2 == 0 { &one } else { &two };
+                route(worker.choose(&store, &Request::default())).cluster
+            })
+            .collect();
+        assert_eq!(picks, ["c", "c", "c", "c"]);
+        one.release(&store, a.index);
+        one.tick(&store, 0);
+        assert_eq!(route(two.choose(&store, &Request::default())).cluster, "a");
+    }
+
+    /// Shared data failing: uncapped backends still take requests on this worker's own
+    /// counts, capped ones are not risked.
+    #[test]
+    fn without_shared_data_capped_backends_are_not_risked() {
+        let balancer = capped(r#""policy": "round_robin""#, [1, 0, 0]);
+        let mut routed = [0; 3];
+        let mut refused = 0;
+        for _ in 0..6 {
+            match balancer.choose(&FailingStore, &Request::default()) {
+                Decision::Route(choice) => routed[choice.index] += 1,
+                _ => refused += 1,
+            }
+        }
+        // The tickets of a (this worker's own order) are refused, b's and c's routed.
+        assert_eq!((routed, refused), ([0, 2, 2], 2));
+        let all = capped(r#""policy": "round_robin""#, [1, 1, 1]);
+        assert_eq!(
+            all.choose(&FailingStore, &Request::default()),
+            circuit_open()
+        );
+    }
+
+    #[test]
+    fn the_status_page_shows_counts_and_caps() {
+        let store = MemoryStore::new();
+        let balancer = capped(r#""policy": "random""#, [2, 0, 0]);
+        balancer.create_shared_keys(&store).unwrap();
+        fill_one(&balancer, &store, 0);
+        let page: serde_json::Value =
+            serde_json::from_str(&balancer.status_json(&store, 0)).unwrap();
+        assert_eq!(page["backends"][0]["in_flight"], 1);
+        assert_eq!(page["backends"][0]["max_requests"], 2);
+        assert_eq!(page["backends"][1]["max_requests"], serde_json::Value::Null);
     }
 }

@@ -1,16 +1,19 @@
 //! The pick stage: each policy with the state it owns, choosing one of the candidates.
 //!
 //! The state is where the policy needs it and nowhere else: round-robin owns the global ticket,
-//! least-request the in-flight table and, when weighted by latency, this worker's estimates,
-//! hashing its ring, its key source, the ticket of its fallback and, with bounded loads, the
-//! in-flight table. No combination of optional parts can be wrong.
+//! least-request, when weighted by latency, this worker's estimates, hashing its ring, its key
+//! source, the ticket of its fallback and its bounded-load factor. The in-flight counts are
+//! the in-flight stage's ([`Counting`]), handed to the pick when the configuration has them:
+//! always for least-request and bounded loads (which compare them), for every policy when a
+//! backend has a cap (which then skips full backends).
 
 use fastrand::Rng;
 
 use super::candidates::{Candidates, Spread};
+use super::counting::{Counting, Room};
 use super::plan::Plan;
-use crate::config::{HashSource, IpHashConfig, OnMissingKey, Policy};
-use crate::inflight::{Commit, InflightTable, Snapshot};
+use crate::config::{Config, HashSource, IpHashConfig, OnMissingKey, Policy};
+use crate::inflight::Commit;
 use crate::policy::{Ketama, LeastRequest, PeakEwma};
 use crate::request_key::{self, RequestView};
 use crate::store::{SetError, SharedStore};
@@ -27,13 +30,14 @@ pub enum Reason {
     /// Least request; `Deferred` when the in-flight count could not be written yet.
     LeastRequest(Commit),
     /// The key hashed to this point of the ring; `skipped` backends were passed along it
-    /// (not candidates, or over the bounded load).
+    /// (not candidates, over the bounded load, or at their `max_requests`).
     Hash {
         /// The key's ketama hash.
         hash: u32,
         /// Backends passed along the ring.
         skipped: u32,
-        /// Whether one of them was a candidate passed for being full (bounded loads).
+        /// Whether one of them was a candidate passed for being full (bounded loads or
+        /// `max_requests`).
         spilled: bool,
     },
     /// A hashing policy fell back to round-robin: the request had no key, or no candidate
@@ -58,6 +62,8 @@ pub enum Picked {
     },
     /// A hashing policy found no key and is configured to refuse such requests.
     MissingKey,
+    /// Every candidate is at its `max_requests` (or the last slot could not be written).
+    Full,
     /// No candidate to pick: only when admission let an empty set through, which it does not.
     NoCandidate,
 }
@@ -79,8 +85,8 @@ pub struct Hash {
     on_missing_key: OnMissingKey,
     /// The global order for requests the ring cannot place.
     tickets: TicketCounter,
-    /// With bounded loads: the factor and the in-flight table.
-    bounded: Option<(f64, InflightTable)>,
+    /// With bounded loads: the factor.
+    bounded: Option<f64>,
 }
 
 /// A policy and the state it owns.
@@ -97,8 +103,6 @@ pub enum PolicyState {
     LeastRequest {
         /// The comparison.
         least: LeastRequest,
-        /// Counts shared by every worker.
-        table: InflightTable,
         /// This worker's latency estimates, with `latency_decay_ms`.
         latency: Option<PeakEwma>,
     },
@@ -112,7 +116,6 @@ impl PolicyState {
         let config = &plan.config;
         let tickets =
             || TicketCounter::with_batch(plan.ticket_key(), config.round_robin.ticket_batch);
-        let table = || InflightTable::new(plan.key("inflight"), config.backends.len());
         match config.policy {
             Policy::RoundRobin => Self::RoundRobin { tickets: tickets() },
             Policy::Random => Self::Random,
@@ -120,7 +123,6 @@ impl PolicyState {
                 let weights: Vec<u32> = config.backends.iter().map(|b| b.weight).collect();
                 Self::LeastRequest {
                     least: LeastRequest::new(&weights, config.least_request),
-                    table: table(),
                     latency: config
                         .least_request
                         .latency_decay_ms
@@ -141,9 +143,15 @@ impl PolicyState {
                 },
                 on_missing_key: config.on_missing_key,
                 tickets: tickets(),
-                bounded: config.bounded_load_factor.map(|factor| (factor, table())),
+                bounded: config.bounded_load_factor,
             }),
         }
+    }
+
+    /// Whether `config`'s policy compares in-flight counts (least-request, bounded loads), so
+    /// its requests are counted even without caps.
+    pub fn compares_counts(config: &Config) -> bool {
+        config.policy == Policy::LeastRequest || config.bounded_load_factor.is_some()
     }
 
     /// What the policy lays out over the candidates.
@@ -151,18 +159,6 @@ impl PolicyState {
         Spread {
             rotation: matches!(self, Self::RoundRobin { .. } | Self::Hash(_)),
             random: matches!(self, Self::Random),
-        }
-    }
-
-    /// The in-flight table, when requests hold counts.
-    pub fn inflight(&self) -> Option<&InflightTable> {
-        match self {
-            Self::LeastRequest { table, .. } => Some(table),
-            Self::Hash(Hash {
-                bounded: Some((_, table)),
-                ..
-            }) => Some(table),
-            _ => None,
         }
     }
 
@@ -193,79 +189,71 @@ impl PolicyState {
 
     /// The shared-data keys the policy writes.
     pub fn keys(&self) -> Vec<&str> {
-        let tickets = self.tickets().map(TicketCounter::key);
-        tickets
-            .into_iter()
-            .chain(self.inflight().map(InflightTable::key))
-            .collect()
+        self.tickets().map(TicketCounter::key).into_iter().collect()
     }
 
     /// Creates the policy's keys that do not exist yet, keeping existing state.
     pub fn create_shared_keys(&self, store: &dyn SharedStore) -> Result<(), SetError> {
-        if let Some(tickets) = self.tickets() {
-            tickets.ensure_created(store)?;
-        }
-        match self.inflight() {
-            Some(table) => table.ensure_created(store),
+        match self.tickets() {
+            Some(tickets) => tickets.ensure_created(store),
             None => Ok(()),
         }
     }
 
-    /// Picks one of `candidates` (which [`Candidates::admit`] let through) for `request`.
+    /// Picks one of `candidates` (which [`Candidates::admit`] let through) for `request`,
+    /// counting it in `counting` when the configuration counts (see [`Counting::for_plan`]).
     pub fn pick(
         &self,
         store: &dyn SharedStore,
         request: &dyn RequestView,
         candidates: &Candidates,
         rng: &mut Rng,
+        counting: Option<&Counting>,
     ) -> Picked {
         match self {
-            Self::RoundRobin { tickets } => round_robin(tickets, store, candidates, Reason::Ticket),
-            Self::Random => uncounted(candidates.random(rng), Reason::Random),
-            Self::LeastRequest {
-                least,
-                table,
-                latency,
-            } => {
-                let population = candidates.population();
-                let picked = table.acquire(store, |counts| match latency {
-                    None => least.pick(population, |i| counts.get(i), rng),
-                    Some(latency) => least.pick_by_latency(
-                        population,
-                        |i| counts.get(i),
-                        |i| latency.latency(i),
-                        rng,
-                    ),
-                });
-                match picked {
-                    Some((index, commit)) => Picked::Backend {
-                        index,
-                        counted: true,
-                        reason: Reason::LeastRequest(commit),
-                    },
-                    // `acquire` always lets the comparison run, so only without candidates.
-                    None => Picked::NoCandidate,
-                }
+            Self::RoundRobin { tickets } => {
+                round_robin(tickets, store, candidates, capped(counting), Reason::Ticket)
             }
-            Self::Hash(hash) => hash.pick(store, request, candidates),
-        }
-    }
-}
-
-impl PolicyState {
-    /// Takes backend `index` for a request the affinity stage pinned there: the policy does
-    /// not choose, but a policy that counts requests in flight counts this one too, so its
-    /// stream's end gives the count back like any other's. The one place a pinned request
-    /// meets the policy's state: a per-backend cap (`max_requests`) belongs here.
-    pub fn pick_pinned(&self, store: &dyn SharedStore, index: usize) -> Picked {
-        let counted = match self.inflight() {
-            Some(table) => table.acquire(store, |_| Some(index)).is_some(),
-            None => false,
-        };
-        Picked::Backend {
-            index,
-            counted,
-            reason: Reason::Affinity,
+            Self::Random => match capped(counting) {
+                None => uncounted(candidates.random(rng), Reason::Random),
+                Some(counting) => {
+                    let picked =
+                        counting.acquire(store, |room| candidates.random_with_room(rng, room));
+                    counted(counting, picked, |_| Reason::Random)
+                }
+            },
+            Self::LeastRequest { least, latency } => {
+                // Built with the counts whenever the policy is least-request; without them
+                // (never), every backend compares as idle.
+                let Some(counting) = counting else {
+                    return uncounted(
+                        least.pick(candidates.population(), |_| 0, rng),
+                        Reason::LeastRequest(Commit::Written),
+                    );
+                };
+                let all = candidates.population();
+                let picked = counting.acquire(store, |room| {
+                    // Only those with room are compared; the list is made only when one is full.
+                    let open: Vec<usize>;
+                    let population = if room.all_have_room(all) {
+                        all
+                    } else {
+                        open = all.iter().copied().filter(|&i| room.has_room(i)).collect();
+                        &open
+                    };
+                    match latency {
+                        None => least.pick(population, |i| room.count(i), rng),
+                        Some(latency) => least.pick_by_latency(
+                            population,
+                            |i| room.count(i),
+                            |i| latency.latency(i),
+                            rng,
+                        ),
+                    }
+                });
+                counted(counting, picked, Reason::LeastRequest)
+            }
+            Self::Hash(hash) => hash.pick(store, request, candidates, counting),
         }
     }
 }
@@ -276,6 +264,7 @@ impl Hash {
         store: &dyn SharedStore,
         request: &dyn RequestView,
         candidates: &Candidates,
+        counting: Option<&Counting>,
     ) -> Picked {
         let key = match &self.key {
             KeySource::ClientIp(config) => request
@@ -285,31 +274,24 @@ impl Hash {
         };
         let Some(key) = key else {
             return match self.on_missing_key {
-                OnMissingKey::RoundRobin => self.fallback(store, candidates),
+                OnMissingKey::RoundRobin => self.fallback(store, candidates, counting),
                 OnMissingKey::Reject => Picked::MissingKey,
             };
         };
         let hash = Ketama::hash_key(&key);
-        let mut skipped = 0;
-        let mut spilled = false;
-        let picked = match &self.bounded {
-            Some((factor, table)) => table
-                .acquire(store, |counts| {
-                    let walk = bounded(&self.ring, candidates, hash, *factor, counts);
-                    skipped = walk.skipped;
-                    spilled = walk.spilled;
-                    walk.index
+        let mut walked = Walk::default();
+        let picked = match counting {
+            // Plain hashing without caps: no counts, no shared data.
+            None => {
+                walked = walk(&self.ring, candidates, hash, None, None);
+                walked.index.map(|index| (index, false))
+            }
+            Some(counting) => counting
+                .acquire(store, |room| {
+                    walked = walk(&self.ring, candidates, hash, self.bounded, Some(room));
+                    walked.index
                 })
                 .map(|(index, _)| (index, true)),
-            None => self
-                .ring
-                .walk(hash)
-                .find(|&index| {
-                    let allowed = candidates.allows(index);
-                    skipped += u32::from(!allowed);
-                    allowed
-                })
-                .map(|index| (index, false)),
         };
         match picked {
             Some((index, counted)) => Picked::Backend {
@@ -317,28 +299,77 @@ impl Hash {
                 counted,
                 reason: Reason::Hash {
                     hash,
-                    skipped,
-                    spilled,
+                    skipped: walked.skipped,
+                    spilled: walked.spilled,
                 },
             },
+            // Every candidate on the ring is at its cap (bounded loads alone always leave one).
+            None if walked.spilled => Picked::Full,
             // Only candidates without ring points are left: keep serving.
-            None => self.fallback(store, candidates),
+            None => self.fallback(store, candidates, counting),
         }
     }
 
-    fn fallback(&self, store: &dyn SharedStore, candidates: &Candidates) -> Picked {
-        round_robin(&self.tickets, store, candidates, Reason::HashFallback)
+    fn fallback(
+        &self,
+        store: &dyn SharedStore,
+        candidates: &Candidates,
+        counting: Option<&Counting>,
+    ) -> Picked {
+        let counting = capped(counting);
+        round_robin(
+            &self.tickets,
+            store,
+            candidates,
+            counting,
+            Reason::HashFallback,
+        )
     }
 }
 
+/// The counts, when a cap makes every request count (policies that do not compare counts).
+fn capped(counting: Option<&Counting>) -> Option<&Counting> {
+    counting.filter(|counting| counting.capped())
+}
+
+/// The next backend of the global order with room: the ticket's, or when that one is full the
+/// next slot's along the rotation (see [`Candidates::rotate_with_room`]).
 fn round_robin(
     tickets: &TicketCounter,
     store: &dyn SharedStore,
     candidates: &Candidates,
+    counting: Option<&Counting>,
     reason: fn(Ticket) -> Reason,
 ) -> Picked {
     let ticket = tickets.take(store);
-    uncounted(candidates.rotate(ticket.value), reason(ticket))
+    match counting {
+        None => uncounted(candidates.rotate(ticket.value), reason(ticket)),
+        Some(counting) => {
+            let picked = counting.acquire(store, |room| {
+                candidates.rotate_with_room(ticket.value, room)
+            });
+            counted(counting, picked, |_| reason(ticket))
+        }
+    }
+}
+
+/// A backend counted in `counting`, or why none: [`Picked::Full`] when caps left none with
+/// room.
+fn counted(
+    counting: &Counting,
+    picked: Option<(usize, Commit)>,
+    reason: impl FnOnce(Commit) -> Reason,
+) -> Picked {
+    match picked {
+        Some((index, commit)) => Picked::Backend {
+            index,
+            counted: true,
+            reason: reason(commit),
+        },
+        None if counting.capped() => Picked::Full,
+        // Without caps a pick finds a backend whenever there are candidates.
+        None => Picked::NoCandidate,
+    }
 }
 
 /// `index` without an in-flight count, or [`Picked::NoCandidate`].
@@ -353,9 +384,10 @@ fn uncounted(index: Option<usize>, reason: Reason) -> Picked {
     }
 }
 
-/// Where a bounded-load walk along the ring ended.
-struct BoundedWalk {
-    /// The backend that takes the request (`None`: no candidate on the ring).
+/// Where a walk along the ring ended.
+#[derive(Debug, Default, Clone, Copy)]
+struct Walk {
+    /// The backend that takes the request (`None`: no candidate on the ring with room).
     index: Option<usize>,
     /// Backends passed.
     skipped: u32,
@@ -363,29 +395,33 @@ struct BoundedWalk {
     spilled: bool,
 }
 
-/// Consistent hashing with bounded loads (Mirrokni, Thorup, Zadimoghaddam): a backend takes the
-/// request only while its in-flight count stays within
-/// `ceil(factor × (total + 1) / candidates)`; otherwise the walk goes on along the ring,
-/// skipping backends that are not candidates. At least one candidate is always under that
-/// bound, so the walk ends.
-fn bounded(
+/// The first backend along the ring from `hash` that is a candidate and, with counts, has
+/// room: below its `max_requests`, and with bounded loads (Mirrokni, Thorup, Zadimoghaddam)
+/// within `ceil(factor × (total + 1) / candidates)` in flight. Bounded loads alone always
+/// leave one candidate under that bound, so only caps can make the walk find none.
+fn walk(
     ring: &Ketama,
     candidates: &Candidates,
     hash: u32,
-    factor: f64,
-    counts: &Snapshot<'_>,
-) -> BoundedWalk {
-    let population = candidates.population();
-    let total: u64 = population.iter().map(|&i| u64::from(counts.get(i))).sum();
-    let capacity = (factor * (total + 1) as f64 / population.len().max(1) as f64).ceil();
-    let mut walk = BoundedWalk {
-        index: None,
-        skipped: 0,
-        spilled: false,
+    factor: Option<f64>,
+    room: Option<&Room<'_>>,
+) -> Walk {
+    let capacity = match (factor, room) {
+        (Some(factor), Some(room)) => {
+            let population = candidates.population();
+            let total: u64 = population.iter().map(|&i| u64::from(room.count(i))).sum();
+            Some((factor * (total + 1) as f64 / population.len().max(1) as f64).ceil())
+        }
+        _ => None,
     };
+    let mut walk = Walk::default();
     for index in ring.walk(hash) {
         if candidates.allows(index) {
-            if f64::from(counts.get(index)) + 1.0 <= capacity {
+            let open = room.is_none_or(|room| {
+                room.has_room(index)
+                    && capacity.is_none_or(|bound| f64::from(room.count(index)) + 1.0 <= bound)
+            });
+            if open {
                 walk.index = Some(index);
                 return walk;
             }

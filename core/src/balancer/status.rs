@@ -8,7 +8,8 @@ use crate::health::{HealthRecord, Selection};
 use crate::json_out::JsonWriter;
 
 /// The page for `plan`'s backends: `record` is the shared health record (`None` without health
-/// checking), `selection` this worker's, `in_flight` the counts (empty when not counted).
+/// checking), `selection` this worker's, `in_flight` the counts (empty when not counted); each
+/// backend's `max_requests` beside its count.
 pub fn render(
     plan: &Plan,
     record: Option<&HealthRecord>,
@@ -40,6 +41,7 @@ pub fn render(
                     .map(|h| h.last_status),
                 last_probe_ms: health.map(|h| h.last_probe_ms).filter(|&t| t > 0),
                 in_flight: in_flight.get(index).copied(),
+                max_requests: backend.max_requests,
             }
         })
         .collect();
@@ -113,6 +115,8 @@ impl BackendStatus<'_> {
         w.opt_uint(self.last_probe_ms);
         w.key("in_flight");
         w.opt_uint(self.in_flight.map(u64::from));
+        w.key("max_requests");
+        w.opt_uint(self.max_requests.map(u64::from));
         w.end_object();
     }
 }
@@ -133,4 +137,6 @@ struct BackendStatus<'a> {
     last_probe_status: Option<u16>,
     last_probe_ms: Option<u64>,
     in_flight: Option<u32>,
+    /// Its cap, if it has one.
+    max_requests: Option<u32>,
 }

@@ -43,11 +43,57 @@ impl WeightedRandom {
         // First running sum above the target: O(log n).
         Some(self.cumulative.partition_point(|&sum| sum <= target))
     }
+
+    /// A backend index among those `allowed` accepts, with probability proportional to its
+    /// weight among them; `None` when it accepts none. One pass over the backends.
+    pub fn pick_where(&self, rng: &mut Rng, allowed: impl Fn(usize) -> bool) -> Option<usize> {
+        let weight = |i: usize| match i.checked_sub(1) {
+            _ if self.cumulative.is_empty() => 1,
+            None => self.cumulative.first().copied().unwrap_or(0),
+            Some(before) => {
+                let upto = |j: usize| self.cumulative.get(j).copied().unwrap_or(0);
+                upto(i).saturating_sub(upto(before))
+            }
+        };
+        let total: u64 = (0..self.backends).filter(|&i| allowed(i)).map(weight).sum();
+        if total == 0 {
+            return None;
+        }
+        let mut target = rng.u64(..total);
+        for i in (0..self.backends).filter(|&i| allowed(i)) {
+            let w = weight(i);
+            if target < w {
+                return Some(i);
+            }
+            target -= w;
+        }
+        None
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pick_where_honours_weights_among_the_allowed() {
+        let policy = WeightedRandom::new(&[5, 1, 3, 1]);
+        let mut rng = Rng::with_seed(9);
+        let mut counts = [0; 4];
+        for _ in 0..8000 {
+            counts[policy.pick_where(&mut rng, |i| i != 0).unwrap()] += 1;
+        }
+        assert_eq!(counts[0], 0);
+        // Weights 1:3:1 among the three allowed: 1600, 4800, 1600 expected.
+        assert!((1400..1800).contains(&counts[1]), "{counts:?}");
+        assert!((4500..5100).contains(&counts[2]), "{counts:?}");
+        assert!((1400..1800).contains(&counts[3]), "{counts:?}");
+        assert_eq!(policy.pick_where(&mut rng, |_| false), None);
+        let equal = WeightedRandom::new(&[1, 1, 1]);
+        for _ in 0..100 {
+            assert_eq!(equal.pick_where(&mut rng, |i| i == 1), Some(1));
+        }
+    }
 
     fn counts(weights: &[u32], draws: usize) -> Vec<usize> {
         let policy = WeightedRandom::new(weights);
