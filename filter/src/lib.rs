@@ -24,6 +24,8 @@ mod health_log;
 mod host;
 mod http;
 mod logger;
+#[cfg(test)]
+mod max_requests_tests;
 mod metrics;
 #[cfg(test)]
 mod metrics_tests;
