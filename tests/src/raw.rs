@@ -51,6 +51,24 @@ pub fn get_from(
     exchange_from(local_ip, port, request_text(path, headers).as_bytes())
 }
 
+/// One GET to 127.0.0.1:`port` on a connection of its own, waiting up to `patience` for the
+/// answer: for a request held at the upstream longer than the usual 5 s timeout allows.
+pub fn get_patiently(
+    port: u16,
+    path: &str,
+    headers: &[(&str, &str)],
+    patience: Duration,
+) -> Result<Response, String> {
+    let mut stream = connect_from(Ipv4Addr::LOCALHOST, port)?;
+    stream
+        .set_read_timeout(Some(patience))
+        .map_err(|e| e.to_string())?;
+    stream
+        .write_all(request_text(path, headers).as_bytes())
+        .map_err(|e| format!("send: {e}"))?;
+    parse(&read_response(&mut stream)?)
+}
+
 /// Sends `request` as it is (any bytes, for requests a client library would refuse to build)
 /// to 127.0.0.1:`port` and reads the answer to the end.
 pub fn exchange(port: u16, request: &[u8]) -> Result<Response, String> {

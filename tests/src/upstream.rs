@@ -33,6 +33,8 @@ struct Shared {
     hits: AtomicU64,
     /// Requests being answered now, health probes left out.
     in_flight: AtomicU64,
+    /// The most `in_flight` has been at once, since the start or the last reset.
+    peak_in_flight: AtomicU64,
     hits_by_path: Mutex<HashMap<String, u64>>,
     errors: Mutex<Vec<String>>,
     /// Requests waiting on the gate now.
@@ -109,6 +111,7 @@ impl UpstreamBuilder {
             delay_ms: AtomicU64::new(duration_ms(self.delay)),
             hits: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
+            peak_in_flight: AtomicU64::new(0),
             hits_by_path: Mutex::new(HashMap::new()),
             errors: Mutex::new(Vec::new()),
             held: AtomicU64::new(0),
@@ -196,6 +199,19 @@ impl Upstream {
     /// left out.
     pub fn in_flight(&self) -> u64 {
         self.shared.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// The most requests this upstream has been answering at once (health probes left out),
+    /// since it started or the last [`Upstream::reset_peak_in_flight`]: its own record of
+    /// concurrency, not a guess from timing.
+    pub fn peak_in_flight(&self) -> u64 {
+        self.shared.peak_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Starts [`Upstream::peak_in_flight`] again from the requests in flight now.
+    pub fn reset_peak_in_flight(&self) {
+        let now = self.shared.in_flight.load(Ordering::SeqCst);
+        self.shared.peak_in_flight.store(now, Ordering::SeqCst);
     }
 
     /// Health probes received so far (requests for [`PROBE_PATH`]); not counted in
@@ -286,7 +302,8 @@ struct InFlight(Arc<Shared>);
 
 impl InFlight {
     fn enter(shared: &Arc<Shared>) -> Self {
-        shared.in_flight.fetch_add(1, Ordering::SeqCst);
+        let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        shared.peak_in_flight.fetch_max(now, Ordering::SeqCst);
         Self(Arc::clone(shared))
     }
 }
