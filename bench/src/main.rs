@@ -199,6 +199,16 @@ fn main_variants() -> Vec<Variant> {
             })),
         },
         Variant {
+            // A cap never reached: what counting every request costs round-robin.
+            name: "eisodos max_requests",
+            routing: eisodos(json!({
+                "policy": "round_robin",
+                "backends": [{"cluster": "backend_a", "max_requests": 1000},
+                             {"cluster": "backend_b", "max_requests": 1000},
+                             {"cluster": "backend_c", "max_requests": 1000}]
+            })),
+        },
+        Variant {
             name: "eisodos everything",
             routing: Routing::Filter {
                 wasm: "eisodos.wasm",
