@@ -3,6 +3,8 @@
 //! answered 503 `circuit_open`, a full backend is skipped for one with room, and the counts go
 //! back to zero however streams end, whatever the policy.
 
+use std::io::Write;
+use std::net::{Ipv4Addr, Shutdown, TcpStream};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -21,6 +23,9 @@ const POLICIES: [&str; 4] = [
     r#""policy": "least_request""#,
 ];
 
+/// The status page: the shared in-flight record as it is now (the gauges are a second behind).
+const STATUS_PATH: &str = "/.eisodos/status";
+
 /// How long a held request may wait for its answer: far beyond what any phase needs.
 const PATIENCE: Duration = Duration::from_secs(60);
 
@@ -29,7 +34,10 @@ fn plugin_config(policy: &str, cap: u32) -> String {
         .iter()
         .map(|c| format!(r#"{{"cluster": "{c}", "max_requests": {cap}}}"#))
         .collect();
-    format!(r#"{{{policy}, "backends": [{}]}}"#, backends.join(", "))
+    format!(
+        r#"{{{policy}, "status_path": "{STATUS_PATH}", "backends": [{}]}}"#,
+        backends.join(", ")
+    )
 }
 
 struct Setup {
@@ -76,6 +84,31 @@ impl Setup {
                     }) as u64
             })
             .collect()
+    }
+
+    /// The in-flight counts in the shared record now, from the status page.
+    fn counts(&self) -> Vec<u64> {
+        let page = client::get(&self.envoy.url(STATUS_PATH));
+        assert_eq!(page.status, 200, "{page:?}");
+        let page: serde_json::Value = serde_json::from_str(&page.body).unwrap();
+        page["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|backend| backend["in_flight"].as_u64().unwrap())
+            .collect()
+    }
+
+    /// Waits until the shared record holds `expected`.
+    fn wait_for_counts(&self, expected: &[u64]) {
+        wait::until(Duration::from_secs(10), || {
+            let counts = self.counts();
+            if counts == expected {
+                Ok(())
+            } else {
+                Err(format!("in flight {counts:?}, expected {expected:?}"))
+            }
+        });
     }
 
     fn wait_for_gauges(&self, expected: &[u64]) {
@@ -148,6 +181,8 @@ fn caps_bound_what_the_upstreams_see_in_flight_whatever_the_policy() {
             for response in &refused {
                 assert_circuit_open(response);
             }
+            setup.wait_for_counts(&[2, 2, 2]);
+            // The gauge exists for every policy with caps, and shows them too.
             setup.wait_for_gauges(&[2, 2, 2]);
             setup.release_held();
             held
@@ -163,6 +198,7 @@ fn caps_bound_what_the_upstreams_see_in_flight_whatever_the_policy() {
             .collect();
         assert_eq!(peaks, [2, 2, 2], "{policy}");
         setup.wait_for_gauges(&[0, 0, 0]);
+        setup.wait_for_counts(&[0, 0, 0]);
 
         // Slow traffic: twelve clients, five requests each, 300 ms at the upstream.
         let statuses: Vec<Response> = std::thread::scope(|scope| {
@@ -209,7 +245,7 @@ fn caps_bound_what_the_upstreams_see_in_flight_whatever_the_policy() {
             6 + ok as u64,
             "{policy}: the refused never reached an upstream"
         );
-        setup.wait_for_gauges(&[0, 0, 0]);
+        setup.wait_for_counts(&[0, 0, 0]);
         eisodos_tests::upstream::assert_no_wrong_hosts(&setup.upstreams);
     }
 }
@@ -251,7 +287,7 @@ fn a_full_backend_is_skipped_for_one_with_room() {
             setup.release_held();
             assert_eq!(holder.join().unwrap().status, 200);
         });
-        setup.wait_for_gauges(&[0, 0, 0]);
+        setup.wait_for_counts(&[0, 0, 0]);
     }
 }
 
@@ -262,7 +298,7 @@ fn counts_are_released_however_streams_end() {
     let _machine = exclusive::machine();
     let setup = start(
         &plugin_config(r#""policy": "round_robin""#, 1),
-        Some(Duration::from_secs(2)),
+        Some(Duration::from_secs(4)),
     );
     for i in 0..3 {
         // The upstream closes the connection without answering: Envoy's own 503.
@@ -271,35 +307,33 @@ fn counts_are_released_however_streams_end() {
         assert_eq!(reset.header("x-eisodos-reason"), None, "not eisodos' reply");
     }
     // Slower than the route timeout: Envoy's 504.
-    let timed_out = get(setup.port(), "/timeout", &[("x-delay-ms", "4000")]);
+    let timed_out = get(setup.port(), "/timeout", &[("x-delay-ms", "5000")]);
     assert_eq!(timed_out.status, 504, "{timed_out:?}");
-    // Every slot free in the shared record, so the three below all get one.
-    setup.wait_for_gauges(&[0, 0, 0]);
-    // Three clients give up while their upstreams are still thinking.
-    std::thread::scope(|scope| {
-        for i in 0..3 {
-            let port = setup.port();
-            scope.spawn(move || {
-                raw::abort_after(
-                    port,
-                    &format!("/abort/{i}"),
-                    &[("x-delay-ms", "4000")],
-                    Duration::from_millis(700),
-                )
-                .unwrap();
-            });
-        }
+    // Every slot free in the shared record (the releases written), so the three below all get
+    // one.
+    setup.wait_for_counts(&[0, 0, 0]);
+    // Three clients give up while their upstreams are still thinking (well within the route
+    // timeout): each connection is closed once the upstreams have all three requests.
+    let hits = || -> u64 { setup.upstreams.iter().map(Upstream::hits).sum() };
+    assert_eq!(hits(), 4);
+    let clients: Vec<TcpStream> = (0..3)
+        .map(|i| {
+            let mut stream = raw::connect_from(Ipv4Addr::LOCALHOST, setup.port()).unwrap();
+            let request = format!(
+                "GET /abort/{i} HTTP/1.1\r\nhost: eisodos.test\r\nx-delay-ms: 10000\r\n\r\n"
+            );
+            stream.write_all(request.as_bytes()).unwrap();
+            stream
+        })
+        .collect();
+    wait::until(Duration::from_secs(10), || match hits() {
+        7 => Ok(()),
+        n => Err(format!("{n} requests reached the upstreams")),
     });
-    // Every one of them reached an upstream, so each held a count.
-    wait::until(Duration::from_secs(10), || {
-        let hits: Vec<u64> = setup.upstreams.iter().map(Upstream::hits).collect();
-        if hits.iter().sum::<u64>() == 7 {
-            Ok(())
-        } else {
-            Err(format!("hits {hits:?}"))
-        }
-    });
-    setup.wait_for_gauges(&[0, 0, 0]);
+    for client in clients {
+        client.shutdown(Shutdown::Both).unwrap();
+    }
+    setup.wait_for_counts(&[0, 0, 0]);
     std::thread::scope(|scope| {
         let holders: Vec<_> = (0..3)
             .map(|i| {
@@ -325,5 +359,5 @@ fn counts_are_released_however_streams_end() {
             assert_eq!(holder.join().unwrap().status, 200);
         }
     });
-    setup.wait_for_gauges(&[0, 0, 0]);
+    setup.wait_for_counts(&[0, 0, 0]);
 }
