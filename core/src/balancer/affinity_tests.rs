@@ -262,3 +262,38 @@ fn a_pinned_request_is_counted_for_its_backend() {
     balancer.drain_counts(|counter, count| counts.push((counter, count)));
     assert_eq!(counts, [(Counter::Requests(1), 4)]);
 }
+
+#[test]
+fn a_pinned_backend_at_its_max_requests_falls_back_to_the_policy_and_is_reissued() {
+    for policy in POLICIES {
+        let store = MemoryStore::new();
+        let json = format!(
+            r#"{{{policy}, {STICKY}, "backends": [{{"cluster": "a", "max_requests": 1}},
+                {{"cluster": "b", "max_requests": 1}}, {{"cluster": "c", "max_requests": 1}}]}}"#
+        );
+        let balancer = Balancer::new(Config::parse(json.as_bytes()).unwrap(), "test", 7).unwrap();
+        balancer.create_shared_keys(&store).unwrap();
+        let request = with_cookie(&cookie_for("b"))
+            .with_header("x-user", "u1")
+            .with_source("10.0.0.1:1");
+        let first = route(balancer.choose(&store, &request));
+        assert_eq!(
+            (first.index, first.reason),
+            (1, Reason::Affinity),
+            "{policy}"
+        );
+        assert!(first.counted, "a cap counts a pinned request ({policy})");
+        let second = route(balancer.choose(&store, &request));
+        assert_ne!(second.index, 1, "b is full ({policy})");
+        assert_ne!(second.reason, Reason::Affinity, "{policy}");
+        assert!(second.set_cookie.is_some(), "re-issued ({policy})");
+        assert!(second.counted, "{policy}");
+        balancer.release(&store, first.index);
+        let third = route(balancer.choose(&store, &request));
+        assert_eq!(
+            (third.index, third.reason),
+            (1, Reason::Affinity),
+            "{policy}"
+        );
+    }
+}
