@@ -172,6 +172,41 @@ pub const EXCEPTIONS: &[Exception] = &[
                     && error.contains(" prefix, which needs Secure"))
         },
     },
+    Exception {
+        name: "subset member that is not a backend",
+        why: "a subset's members name backends[].cluster values: a reference from one part of \
+              the document to another's values",
+        example: || {
+            r#"{"subsets": {"canary": ["v3"]}, "default_subset": "canary", "backends": [{"cluster": "v2"}]}"#
+                .to_owned()
+        },
+        is_this_rule: |error| {
+            error.starts_with("subsets.") && error.contains(": unknown backend \"")
+        },
+    },
+    Exception {
+        name: "unknown subset",
+        why: "default_subset and rules[].subset name keys of subsets: a reference from one part \
+              of the document to another's keys",
+        example: || {
+            r#"{"subsets": {"canary": ["v2"]}, "default_subset": "stable", "backends": [{"cluster": "v2"}]}"#
+                .to_owned()
+        },
+        is_this_rule: |error| {
+            (error.starts_with("default_subset: ")
+                || (error.starts_with("rules[") && error.contains("].subset: ")))
+                && error.contains("unknown subset \"")
+        },
+    },
+    Exception {
+        name: "subset of backups only",
+        why: "whether a subset's members are all backups depends on their backends' backup flags",
+        example: || {
+            r#"{"subsets": {"spares": ["b"]}, "default_subset": "spares", "backends": [{"cluster": "a"}, {"cluster": "b", "backup": true}]}"#
+                .to_owned()
+        },
+        is_this_rule: |error| error.starts_with("subsets.") && error.contains(": are all backups;"),
+    },
 ];
 
 /// 1000 backends with distinct weights near 1000: a cycle of ~10^6 slots, each step over 1000

@@ -339,6 +339,27 @@ impl<'a> At<'a> {
         }
     }
 
+    /// An object read as a map whose keys are names the configuration chooses (`subsets`):
+    /// each member's key and value, the value with its path (`subsets.canary`), in document
+    /// order, a repeated key included (the caller rejects it as a duplicate field).
+    pub(crate) fn entries(&self) -> Result<Vec<(&'a str, At<'a>)>, ConfigError> {
+        match self.value {
+            Json::Object(members) => Ok(members
+                .iter()
+                .map(|(key, value)| {
+                    (
+                        key.as_str(),
+                        At {
+                            value,
+                            path: join(&self.path, key),
+                        },
+                    )
+                })
+                .collect()),
+            _ => Err(self.invalid_type("an object")),
+        }
+    }
+
     /// A string naming one of `options`; the error lists them.
     pub(crate) fn choice<T: Copy>(&self, options: &[(&str, T)]) -> Result<T, ConfigError> {
         match options.iter().find(|(name, _)| self.is_str(name)) {

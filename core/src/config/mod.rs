@@ -21,6 +21,7 @@ mod rate_limit;
 #[cfg(not(target_family = "wasm"))]
 mod schema_agreement;
 mod session_affinity;
+mod split;
 mod status;
 
 use json::{At, Object};
@@ -40,6 +41,10 @@ pub use rate_limit::{
 pub use session_affinity::{
     SessionAffinityConfig, DEFAULT_AFFINITY_ATTRIBUTES, DEFAULT_AFFINITY_COOKIE,
     MAX_AFFINITY_ATTRIBUTES_LEN, MAX_AFFINITY_TTL_S,
+};
+pub use split::{
+    Condition, Percent, Rule, Split, Subset, ValueTest, MAX_MATCH_VALUE_LEN, MAX_RULES,
+    MAX_SUBSETS, MAX_SUBSET_NAME_LEN,
 };
 pub use status::{Cidr, StatusConfig};
 
@@ -113,6 +118,8 @@ pub struct Config {
     pub session_affinity: Option<SessionAffinityConfig>,
     /// Token buckets shared by every worker, if configured.
     pub rate_limit: Option<RateLimitConfig>,
+    /// Traffic splitting (`subsets`, `default_subset`, `rules`, `split_key`), if configured.
+    pub split: Option<Split>,
 }
 
 impl Config {
@@ -165,6 +172,7 @@ impl Config {
         };
         let session_affinity = session_affinity::read(top)?;
         let rate_limit = rate_limit::read(top)?;
+        let split = split::read(top, &backends)?;
         Ok(Self {
             cluster_header,
             policy,
@@ -182,6 +190,7 @@ impl Config {
             filter_state,
             session_affinity,
             rate_limit,
+            split,
         })
     }
 }
@@ -526,7 +535,7 @@ mod tests {
             (
                 r#""zz": 1"#,
                 "zz",
-                "`cluster_header`, `policy`, `backends`, `round_robin`, `least_request`, `hash_key`, `on_missing_key`, `bounded_load_factor`, `ip_hash`, `health_check`, `outlier_detection`, `panic_threshold_percent`, `status_path`, `status_allowed_cidrs`, `filter_state`, `session_affinity`, `rate_limit`",
+                "`cluster_header`, `policy`, `backends`, `round_robin`, `least_request`, `hash_key`, `on_missing_key`, `bounded_load_factor`, `ip_hash`, `health_check`, `outlier_detection`, `panic_threshold_percent`, `status_path`, `status_allowed_cidrs`, `filter_state`, `session_affinity`, `rate_limit`, `subsets`, `default_subset`, `rules`, `split_key`",
             ),
             (
                 r#""rate_limit": {"requests_per_second": 1, "zz": 1}"#,
