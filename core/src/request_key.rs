@@ -129,7 +129,8 @@ pub fn client_ip(address: &str) -> Option<IpAddr> {
     Some(ip::canonical(ip))
 }
 
-/// The value of cookie `name` in a `cookie` header (`a=1; b=2`): the first pair of that name.
+/// The value of cookie `name` in a `cookie` header (`a=1; b=2`): the first pair with that
+/// name, its value trimmed; `None` when no pair has it.
 pub fn cookie<'a>(header: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
     header.split(|&c| c == b';').find_map(|pair| {
         let pair = pair.trim_ascii();

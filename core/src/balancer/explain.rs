@@ -15,7 +15,8 @@ pub enum Why {
     /// Round-robin: the request's ticket in the one global order.
     Ticket,
     /// Consistent hashing or IP hash: the key's backend on the ring, or the next one along it
-    /// when the key's own cannot take requests (unhealthy, ejected, a backup).
+    /// when the key's own cannot take requests (unhealthy, ejected, a backup, or not in the
+    /// request's traffic-splitting subset).
     Hash,
     /// Least-request: the fewest requests in flight (or the lowest latency cost).
     LeastRequest,

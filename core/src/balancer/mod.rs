@@ -5,7 +5,9 @@
 //! 1. **rate limit** (`rate_limit.rs`, with `rate_limit`): a token from the request's bucket
 //!    in shared data, or a local 429.
 //! 2. **candidates** (`candidates.rs`): the backends it may go to on this worker now, health's
-//!    [`Selection`] with what the policy lays out over it; none left is a local 503.
+//!    [`Selection`] with what the policy lays out over it; none left is a local 503. With
+//!    traffic splitting (`split.rs`), the request's subset picks one of the candidate sets laid
+//!    out per subset.
 //! 3. **affinity** (`affinity.rs`, with `session_affinity`): a cookie naming a candidate with
 //!    room pins the request there, and the policy is not asked; any other request is marked
 //!    for a `set-cookie` naming the backend the pick chooses.
@@ -38,6 +40,7 @@ mod explain;
 mod plan;
 mod policy;
 mod rate_limit;
+mod split;
 mod status;
 
 use std::cell::RefCell;
@@ -55,6 +58,7 @@ pub use self::plan::RELEASE_FLUSH_MS;
 pub use self::policy::Reason;
 use self::policy::{Picked, PolicyState};
 pub use self::rate_limit::{Admitted, Limited, RateHeaders, RateLimiter};
+use self::split::{Memo, SubsetCandidates};
 use crate::config::{Config, ConfigError};
 use crate::health::{Change, Mode, Monitor, MonitorKeys, ProbeResult, Selection};
 use crate::inflight::Commit;
@@ -152,7 +156,10 @@ pub const CIRCUIT_OPEN_RETRY_AFTER_S: u32 = 1;
 #[derive(Debug)]
 struct Worker {
     rng: Rng,
+    /// Over all backends.
     candidates: Rc<Candidates>,
+    /// Per traffic-splitting subset, when configured.
+    subsets: Option<SubsetCandidates>,
 }
 
 /// Everything needed to choose backends under one configuration.
@@ -214,6 +221,7 @@ impl Balancer {
             .rate_limit
             .as_ref()
             .map(|config| RateLimiter::new(config, namespace));
+        let subsets = subset_candidates(&plan.config, &candidates, policy.spread());
         Ok(Self {
             counters: Counters::new(plan.config.backends.len()),
             plan,
@@ -222,7 +230,11 @@ impl Balancer {
             counting,
             monitor,
             rate_limit,
-            worker: RefCell::new(Worker { rng, candidates }),
+            worker: RefCell::new(Worker {
+                rng,
+                candidates,
+                subsets,
+            }),
         })
     }
 
@@ -320,7 +332,20 @@ impl Balancer {
             // Held across the pick's shared-data calls: the host calls back into the VM only
             // to allocate, which touches no balancer.
             let mut worker = self.worker.borrow_mut();
-            let Worker { rng, candidates } = &mut *worker;
+            let Worker {
+                rng,
+                candidates,
+                subsets,
+            } = &mut *worker;
+            let memo;
+            let (request, candidates): (&dyn RequestView, &Candidates) =
+                match (subsets.as_ref(), &self.plan.config.split) {
+                    (Some(subsets), Some(split)) => {
+                        memo = Memo::new(request);
+                        (&memo, subsets.route(split, &memo, rng))
+                    }
+                    _ => (request, candidates),
+                };
             if let Err(refusal) = candidates.admit() {
                 return self.refuse(refusal);
             }
@@ -525,8 +550,12 @@ impl Balancer {
     /// Lays the policy out over a new selection (only when its backends changed).
     fn adopt(&self, selection: Option<Rc<Selection>>) {
         if let Some(selection) = selection {
-            let candidates = Candidates::new(selection, &self.plan.config, self.policy.spread());
-            self.worker.borrow_mut().candidates = Rc::new(candidates);
+            let spread = self.policy.spread();
+            let candidates = Rc::new(Candidates::new(selection, &self.plan.config, spread));
+            let subsets = subset_candidates(&self.plan.config, &candidates, spread);
+            let mut worker = self.worker.borrow_mut();
+            worker.candidates = candidates;
+            worker.subsets = subsets;
         }
     }
 
@@ -588,6 +617,22 @@ impl Balancer {
             now_ms,
         )
     }
+}
+
+/// Every traffic-splitting subset laid out over the selection of `all`, when configured.
+fn subset_candidates(
+    config: &Config,
+    all: &Rc<Candidates>,
+    spread: candidates::Spread,
+) -> Option<SubsetCandidates> {
+    let split = config.split.as_ref()?;
+    Some(SubsetCandidates::new(
+        split,
+        &all.selection,
+        all,
+        config,
+        spread,
+    ))
 }
 
 fn rotation_error(err: RotationError) -> ConfigError {

@@ -84,6 +84,10 @@ pub struct Monitor {
     throttled: bool,
     /// Backend indices that are not backups.
     primaries: Vec<usize>,
+    /// Whether a change of any backend's health makes a new selection, even one that leaves
+    /// the selection's own backends as they were: traffic-splitting subsets are laid out from
+    /// it ([`Selection::within`]).
+    every_change: bool,
     view: RefCell<View>,
 }
 
@@ -126,6 +130,7 @@ impl Monitor {
                 .filter(|(_, b)| !b.backup)
                 .map(|(i, _)| i)
                 .collect(),
+            every_change: config.split.is_some(),
             view: RefCell::new(View {
                 record,
                 seen_version: None,
@@ -294,14 +299,17 @@ impl Monitor {
     }
 
     /// Adopts `record` as this worker's view of health. The selection is replaced only when
-    /// the backends it allows, or its mode, changed; otherwise only its lifetime is updated.
+    /// the backends it allows, or its mode, changed (or, with traffic splitting, any backend's
+    /// health); otherwise only its lifetime is updated.
     fn follow(&self, config: &Config, record: HealthRecord, now_ms: u64) -> Followed {
         let next = Selection::build(config, Some(&record), now_ms);
         let mut view = self.view.borrow_mut();
         view.record = record;
         let before = view.selection.mode;
         let mode_change = (before != next.mode).then_some((before, next.mode));
-        let same = next.mode == before && next.population == view.selection.population;
+        let same = next.mode == before
+            && next.population == view.selection.population
+            && (!self.every_change || next.same_health(&view.selection));
         if same {
             if next.valid_until_ms != view.selection.valid_until_ms {
                 view.selection = Rc::new(next);

@@ -45,6 +45,9 @@ pub struct Selection {
     /// Backend indices that may take requests, in configuration order.
     pub population: Vec<usize>,
     allowed: Vec<bool>,
+    /// Each backend's own health (healthy and not ejected), whichever rule applied: what a
+    /// selection over a subset of the backends ([`Self::within`]) starts from.
+    eligible: Vec<bool>,
     /// The earliest time this selection may change without a record change (an ejection
     /// running out); `u64::MAX` when none.
     pub valid_until_ms: u64,
@@ -54,20 +57,53 @@ impl Selection {
     /// The selection for `config` given `record` (`None`: no health information, all
     /// eligible) at `now_ms`.
     pub fn build(config: &Config, record: Option<&HealthRecord>, now_ms: u64) -> Self {
-        let eligible = |index: usize| {
-            record
-                .and_then(|r| r.backends.get(index))
-                .is_none_or(|backend| backend.eligible(now_ms))
-        };
-        let (primaries, backups): (Vec<usize>, Vec<usize>) =
-            (0..config.backends.len()).partition(|&i| {
-                config
-                    .backends
-                    .get(i)
-                    .is_some_and(|backend| !backend.backup)
-            });
-        let healthy_primaries: Vec<usize> =
-            primaries.iter().copied().filter(|&i| eligible(i)).collect();
+        let eligible: Vec<bool> = (0..config.backends.len())
+            .map(|index| {
+                record
+                    .and_then(|r| r.backends.get(index))
+                    .is_none_or(|backend| backend.eligible(now_ms))
+            })
+            .collect();
+        let valid_until_ms = record
+            .map(|r| {
+                r.backends
+                    .iter()
+                    .map(|b| b.ejected_until_ms)
+                    .filter(|&until| until > now_ms)
+                    .min()
+                    .unwrap_or(u64::MAX)
+            })
+            .unwrap_or(u64::MAX);
+        let all: Vec<usize> = (0..config.backends.len()).collect();
+        Self::over(config, &all, eligible, valid_until_ms)
+    }
+
+    /// The same rules applied to `members` only (indices into `config.backends`, in
+    /// configuration order): the selection of a traffic-splitting subset, with this
+    /// selection's health and lifetime. The panic threshold counts the members' primaries.
+    pub fn within(&self, config: &Config, members: &[usize]) -> Self {
+        Self::over(config, members, self.eligible.clone(), self.valid_until_ms)
+    }
+
+    /// Whether `other` was built from the same health of every backend as this one.
+    pub fn same_health(&self, other: &Self) -> bool {
+        self.eligible == other.eligible
+    }
+
+    /// The rules over `members`, given each backend's health.
+    fn over(config: &Config, members: &[usize], eligible: Vec<bool>, valid_until_ms: u64) -> Self {
+        let is_eligible = |index: usize| eligible.get(index).copied().unwrap_or(false);
+        let (primaries, backups): (Vec<usize>, Vec<usize>) = members.iter().partition(|&&i| {
+            config
+                .backends
+                .get(i)
+                .is_some_and(|backend| !backend.backup)
+        });
+        let healthy_primaries: Vec<usize> = primaries
+            .iter()
+            .copied()
+            .filter(|&i| is_eligible(i))
+            .collect();
         let (mode, population) = if !healthy_primaries.is_empty() {
             let threshold = u64::from(config.panic_threshold_percent);
             let panic = (healthy_primaries.len() as u64) * 100 < threshold * primaries.len() as u64;
@@ -78,7 +114,7 @@ impl Selection {
             }
         } else {
             let healthy_backups: Vec<usize> =
-                backups.into_iter().filter(|&i| eligible(i)).collect();
+                backups.into_iter().filter(|&i| is_eligible(i)).collect();
             if healthy_backups.is_empty() {
                 (Mode::AllDown, Vec::new())
             } else {
@@ -91,20 +127,11 @@ impl Selection {
                 *slot = true;
             }
         }
-        let valid_until_ms = record
-            .map(|r| {
-                r.backends
-                    .iter()
-                    .map(|b| b.ejected_until_ms)
-                    .filter(|&until| until > now_ms)
-                    .min()
-                    .unwrap_or(u64::MAX)
-            })
-            .unwrap_or(u64::MAX);
         Self {
             mode,
             allowed,
             population,
+            eligible,
             valid_until_ms,
         }
     }
