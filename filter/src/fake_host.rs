@@ -68,6 +68,8 @@ impl HttpCall {
 struct State {
     configuration: Vec<u8>,
     request_headers: Vec<(String, Vec<u8>)>,
+    /// The names of the request headers read, in order.
+    headers_read: Vec<String>,
     /// Keyed by the path joined with `.`.
     properties: HashMap<String, Vec<u8>>,
     now_ns: u64,
@@ -237,6 +239,11 @@ impl FakeHost {
         Self::with(|state| state.store.footprint())
     }
 
+    /// The names of the request headers read so far, in order, taken.
+    pub fn take_headers_read(&self) -> Vec<String> {
+        Self::with(|state| std::mem::take(&mut state.headers_read))
+    }
+
     /// The host calls made so far, by name, taken.
     pub fn take_calls(&self) -> Vec<&'static str> {
         Self::with(|state| std::mem::take(&mut state.calls))
@@ -259,6 +266,7 @@ impl Host for FakeHost {
     fn request_header(&self, name: &str) -> Result<Option<Vec<u8>>, Status> {
         self.call("request_header");
         Ok(Self::with(|state| {
+            state.headers_read.push(name.to_owned());
             state
                 .request_headers
                 .iter()

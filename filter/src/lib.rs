@@ -37,4 +37,6 @@ mod root;
 #[cfg(target_arch = "wasm32")]
 mod shared_data;
 #[cfg(test)]
+mod split_tests;
+#[cfg(test)]
 mod wiring_tests;
