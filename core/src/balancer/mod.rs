@@ -58,6 +58,7 @@ pub use self::plan::RELEASE_FLUSH_MS;
 pub use self::policy::Reason;
 use self::policy::{Picked, PolicyState};
 pub use self::rate_limit::{Admitted, Limited, RateHeaders, RateLimiter};
+pub use self::split::key_bucket;
 use self::split::{Memo, SubsetCandidates};
 use crate::config::{Config, ConfigError};
 use crate::health::{Change, Mode, Monitor, MonitorKeys, ProbeResult, Selection};
