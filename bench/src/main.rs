@@ -209,6 +209,21 @@ fn main_variants() -> Vec<Variant> {
             })),
         },
         Variant {
+            // Two header reads per request (x-beta, then the split key, absent, so the percent
+            // rule draws per request): the cost of splitting on top of round-robin.
+            name: "eisodos split",
+            routing: eisodos(json!({
+                "policy": "round_robin",
+                "subsets": {"stable": ["backend_a", "backend_b"], "canary": ["backend_c"]},
+                "default_subset": "stable",
+                "rules": [
+                    {"match": {"header": {"name": "x-beta", "exact": "yes"}}, "subset": "canary"},
+                    {"percent": 5, "subset": "canary"}
+                ],
+                "split_key": [{"header": "x-split-user"}]
+            })),
+        },
+        Variant {
             name: "eisodos everything",
             routing: Routing::Filter {
                 wasm: "eisodos.wasm",
