@@ -236,6 +236,32 @@ mod tests {
         assert_eq!(later.population, [0, 1, 2]);
     }
 
+    /// A subset gets the same rules over its members alone: its own panic threshold, its own
+    /// backups, all down on its own while the backends outside it are up.
+    #[test]
+    fn within_applies_the_rules_to_the_members_alone() {
+        let all = build(&[0, 1]);
+        assert_eq!(all.mode, Mode::Normal);
+        let over = |members: &[usize]| {
+            let subset = all.within(&config(FOUR_AND_BACKUP), members);
+            (subset.mode, subset.population)
+        };
+        assert_eq!(
+            over(&[0, 1, 2]),
+            (Mode::Panic, vec![0, 1, 2]),
+            "1 of 3 is below 50%"
+        );
+        assert_eq!(over(&[1, 2]), (Mode::Normal, vec![2]));
+        assert_eq!(over(&[0, 1, 4]), (Mode::Backup, vec![4]));
+        assert_eq!(over(&[0, 1]), (Mode::AllDown, vec![]));
+        assert!(all.same_health(&build(&[0, 1])));
+        assert!(
+            !all.same_health(&build(&[0, 1, 4])),
+            "a backup's health counts too"
+        );
+        assert_eq!(all.population, build(&[0, 1, 4]).population);
+    }
+
     #[test]
     fn weights_carry_over_to_the_population() {
         let cfg = config(
