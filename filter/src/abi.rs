@@ -94,6 +94,44 @@ fn serialize_map(pairs: &[(&str, &str)]) -> Vec<u8> {
     bytes
 }
 
+/// A header map's (name, value) pairs, as bytes.
+pub type HeaderPairs = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Decodes a header map in the ABI's encoding (see [`serialize_map`]) into (name, value)
+/// pairs; `None` when the bytes do not hold what their table says.
+pub fn deserialize_map(bytes: &[u8]) -> Option<HeaderPairs> {
+    let word = |at: usize| -> Option<usize> {
+        let word: [u8; 4] = bytes.get(at..at + 4)?.try_into().ok()?;
+        usize::try_from(u32::from_le_bytes(word)).ok()
+    };
+    if bytes.is_empty() {
+        return Some(Vec::new());
+    }
+    let count = word(0)?;
+    // Each pair takes at least its two lengths and two NULs: a count beyond that is a lie.
+    if count > bytes.len() / 10 {
+        return None;
+    }
+    let mut pairs = Vec::with_capacity(count);
+    let mut data = 4 + count * 8;
+    for i in 0..count {
+        let name_len = word(4 + i * 8)?;
+        let value_len = word(8 + i * 8)?;
+        // Each name and value, then its NUL.
+        let mut field = |len: usize| -> Option<Vec<u8>> {
+            let end = data.checked_add(len)?;
+            let field = bytes.get(data..end)?.to_vec();
+            (*bytes.get(end)? == 0).then_some(())?;
+            data = end + 1;
+            Some(field)
+        };
+        let name = field(name_len)?;
+        let value = field(value_len)?;
+        pairs.push((name, value));
+    }
+    Some(pairs)
+}
+
 /// Takes ownership of bytes the host allocated through `proxy_on_memory_allocate`.
 ///
 /// # Safety
@@ -133,7 +171,9 @@ pub use calls::*;
 mod calls {
     use std::ptr::null_mut;
 
-    use super::{serialize_map, take_bytes, LogLevel, MetricKind, Status};
+    use super::{
+        deserialize_map, serialize_map, take_bytes, HeaderPairs, LogLevel, MetricKind, Status,
+    };
 
     /// Header maps the host gives access to.
     #[derive(Debug, Clone, Copy)]
@@ -177,6 +217,7 @@ mod calls {
             value: *const u8,
             value_size: usize,
         ) -> u32;
+        fn proxy_get_header_map_pairs(map: u32, data: *mut *mut u8, size: *mut usize) -> u32;
         fn proxy_replace_header_map_value(
             map: u32,
             key: *const u8,
@@ -309,6 +350,17 @@ mod calls {
             // SAFETY: pointer and length of a live str, valid out-pointers.
             unsafe { proxy_get_header_map_value(map as u32, name.as_ptr(), name.len(), data, size) }
         })
+    }
+
+    /// Every header of a map, as (name, value) bytes in the host's order.
+    pub fn header_pairs(map: MapType) -> Result<HeaderPairs, Status> {
+        let bytes = read(|data, size| {
+            // SAFETY: valid out-pointers.
+            unsafe { proxy_get_header_map_pairs(map as u32, data, size) }
+        })?
+        .unwrap_or_default();
+        // What the host sent is not a map: the ABI's SerializationFailure.
+        deserialize_map(&bytes).ok_or(Status(3))
     }
 
     /// Sets a header, replacing any value it had.
@@ -458,6 +510,28 @@ mod tests {
         expected.extend_from_slice(b":path\0/x\0a\0\0");
         assert_eq!(bytes, expected);
         assert_eq!(serialize_map(&[]), [0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn maps_decode_as_they_encode() {
+        let bytes = serialize_map(&[(":path", "/x"), ("a", ""), ("b", "é")]);
+        let pairs = deserialize_map(&bytes).unwrap();
+        let expected: Vec<(Vec<u8>, Vec<u8>)> = vec![
+            (b":path".to_vec(), b"/x".to_vec()),
+            (b"a".to_vec(), Vec::new()),
+            (b"b".to_vec(), "é".as_bytes().to_vec()),
+        ];
+        assert_eq!(pairs, expected);
+        assert_eq!(deserialize_map(&[]), Some(Vec::new()));
+        assert_eq!(deserialize_map(&serialize_map(&[])), Some(Vec::new()));
+        // Cut short anywhere, or a table that claims more than is there: refused, no panic.
+        for end in 1..bytes.len() {
+            assert_eq!(deserialize_map(&bytes[..end]), None, "cut at {end}");
+        }
+        let mut lying = bytes.clone();
+        lying[4] = 200;
+        assert_eq!(deserialize_map(&lying), None);
+        assert_eq!(deserialize_map(&[255, 255, 255, 255, 0, 0, 0, 0]), None);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The real [`Host`]: Envoy, through the proxy-wasm ABI calls of [`crate::abi`].
 
-use crate::abi::{self, LogLevel, MapType, MetricKind, Status};
+use crate::abi::{self, HeaderPairs, LogLevel, MapType, MetricKind, Status};
 use crate::host::Host;
 
 /// Envoy. Zero-sized: the glue's generic code compiles to the ABI calls themselves.
@@ -10,6 +10,10 @@ pub struct AbiHost;
 impl Host for AbiHost {
     fn request_header(&self, name: &str) -> Result<Option<Vec<u8>>, Status> {
         abi::header(MapType::RequestHeaders, name)
+    }
+
+    fn request_header_pairs(&self) -> Result<HeaderPairs, Status> {
+        abi::header_pairs(MapType::RequestHeaders)
     }
 
     fn set_request_header(&self, name: &str, value: &str) -> Result<(), Status> {

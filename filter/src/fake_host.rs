@@ -14,7 +14,7 @@ use std::sync::Once;
 use eisodos_core::memory_store::MemoryStore;
 use eisodos_core::store::{Cas, GetError, SetError, SharedStore};
 
-use crate::abi::{LogLevel, MetricKind, Status};
+use crate::abi::{HeaderPairs, LogLevel, MetricKind, Status};
 use crate::host::Host;
 use crate::logger::HostLogger;
 
@@ -272,6 +272,17 @@ impl Host for FakeHost {
                 .iter()
                 .find(|(header, _)| header == name)
                 .map(|(_, value)| value.clone())
+        }))
+    }
+
+    fn request_header_pairs(&self) -> Result<HeaderPairs, Status> {
+        self.call("request_header_pairs");
+        Ok(Self::with(|state| {
+            state
+                .request_headers
+                .iter()
+                .map(|(name, value)| (name.as_bytes().to_vec(), value.clone()))
+                .collect()
         }))
     }
 

@@ -7,12 +7,16 @@
 
 use eisodos_core::store::SharedStore;
 
-use crate::abi::{LogLevel, MetricKind, Status};
+use crate::abi::{HeaderPairs, LogLevel, MetricKind, Status};
 
 /// The host calls eisodos makes. Shared data is the host's [`SharedStore`].
 pub trait Host: SharedStore {
     /// A request header's value as bytes (not necessarily UTF-8); `None` when absent.
     fn request_header(&self, name: &str) -> Result<Option<Vec<u8>>, Status>;
+
+    /// Every request header as (name, value) bytes, pseudo-headers included: one host call
+    /// that returns the whole map (`proxy_get_header_map_pairs`).
+    fn request_header_pairs(&self) -> Result<HeaderPairs, Status>;
 
     /// Sets a request header, replacing any value it had.
     fn set_request_header(&self, name: &str, value: &str) -> Result<(), Status>;
