@@ -224,6 +224,17 @@ fn main_variants() -> Vec<Variant> {
             })),
         },
         Variant {
+            // Four realistic rules the bench's GETs never match: the cost of checking them
+            // (the method, the path, two headers read per request).
+            name: "eisodos deny",
+            routing: eisodos(json!({"policy": "round_robin", "deny": [
+                {"method": ["TRACE", "CONNECT"]},
+                {"path_prefix": "/admin"},
+                {"header": {"name": "user-agent", "prefix": "sqlmap"}},
+                {"header": {"name": "x-debug", "present": true}}
+            ]})),
+        },
+        Variant {
             name: "eisodos everything",
             routing: Routing::Filter {
                 wasm: "eisodos.wasm",

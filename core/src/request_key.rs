@@ -25,6 +25,13 @@ pub trait RequestView {
     /// The host's clock now, in ms since the Unix epoch (the same clock for every worker); 0
     /// when the host cannot tell. Asked only by stages that need the time (rate limiting).
     fn now_ms(&self) -> u64;
+    /// The request's `:method`.
+    fn method(&self) -> Option<Vec<u8>> {
+        self.header(":method")
+    }
+    /// The size of all request headers together: each name's and value's bytes, pseudo-headers
+    /// included; `None` if it cannot be told. Costs the filter a read of the whole header map.
+    fn headers_size(&self) -> Option<usize>;
 }
 
 /// The key of `request` from the first source present, or `None`.
@@ -115,6 +122,15 @@ impl RequestView for StaticRequest {
 
     fn now_ms(&self) -> u64 {
         self.now_ms
+    }
+
+    fn headers_size(&self) -> Option<usize> {
+        Some(
+            self.headers
+                .iter()
+                .map(|(name, value)| name.len() + value.len())
+                .sum(),
+        )
     }
 }
 

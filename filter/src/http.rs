@@ -65,6 +65,11 @@ impl EisodosHttp {
         let Some(balancer) = &self.balancer else {
             return abi::CONTINUE;
         };
+        // First, before the status page and any shared data: a deny rule matching the status
+        // path denies it too.
+        if let Some(denied) = balancer.deny(&HostRequest(host)) {
+            return answer(host, balancer, &denied);
+        }
         if is_status_request(host, balancer) {
             let body = balancer.status_json(host, host.now_ms());
             let headers = [
@@ -76,7 +81,8 @@ impl EisodosHttp {
         if balancer.wants_latency() {
             self.started_us = host.now_us();
         }
-        match balancer.choose(host, &HostRequest(host)) {
+        let decision = balancer.choose(host, &HostRequest(host));
+        match &decision {
             Decision::Route(choice) => {
                 self.routed = Some(choice.index);
                 self.counted = choice.counted;
@@ -97,29 +103,7 @@ impl EisodosHttp {
                 }
                 abi::CONTINUE
             }
-            Decision::Reject {
-                reply: why,
-                status,
-                body,
-                retry_after,
-                rate,
-            } => {
-                debug!("answered {status} locally: {}", body.trim_end());
-                if balancer.config().filter_state {
-                    set_reason(host, why.name());
-                }
-                let retry_after = retry_after.map(|seconds| seconds.to_string());
-                let mut headers = vec![("content-type", "text/plain"), (REASON_HEADER, why.name())];
-                if let Some(seconds) = &retry_after {
-                    headers.push(("retry-after", seconds));
-                }
-                let rate = rate.map(|rate| (rate.limit.to_string(), rate.remaining.to_string()));
-                if let Some((limit, remaining)) = &rate {
-                    headers.push(("x-ratelimit-limit", limit));
-                    headers.push(("x-ratelimit-remaining", remaining));
-                }
-                reply(host, status, LocalReply::details(why), &headers, body)
-            }
+            Decision::Reject { .. } => answer(host, balancer, &decision),
         }
     }
 
@@ -175,6 +159,37 @@ impl EisodosHttp {
             }
         }
     }
+}
+
+/// Answers a [`Decision::Reject`] locally (a route is left alone): its status and body,
+/// `content-type: text/plain`, the reason in [`REASON_HEADER`] and filter state, and
+/// `retry-after` when it has one.
+fn answer(host: &impl Host, balancer: &Balancer, decision: &Decision<'_>) -> u32 {
+    let Decision::Reject {
+        reply: why,
+        status,
+        body,
+        retry_after,
+        rate,
+    } = decision
+    else {
+        return abi::CONTINUE;
+    };
+    debug!("answered {status} locally: {}", body.trim_end());
+    if balancer.config().filter_state {
+        set_reason(host, why.name());
+    }
+    let retry_after = retry_after.map(|seconds| seconds.to_string());
+    let mut headers = vec![("content-type", "text/plain"), (REASON_HEADER, why.name())];
+    if let Some(seconds) = &retry_after {
+        headers.push(("retry-after", seconds));
+    }
+    let rate = rate.map(|rate| (rate.limit.to_string(), rate.remaining.to_string()));
+    if let Some((limit, remaining)) = &rate {
+        headers.push(("x-ratelimit-limit", limit));
+        headers.push(("x-ratelimit-remaining", remaining));
+    }
+    reply(host, *status, LocalReply::details(*why), &headers, body)
 }
 
 /// Whether this request asks for the status page from an allowed address.

@@ -26,4 +26,14 @@ impl<H: Host> RequestView for HostRequest<'_, H> {
     fn now_ms(&self) -> u64 {
         self.0.now_ms()
     }
+
+    fn headers_size(&self) -> Option<usize> {
+        let pairs = self.0.request_header_pairs().ok()?;
+        Some(
+            pairs
+                .iter()
+                .map(|(name, value)| name.len() + value.len())
+                .sum(),
+        )
+    }
 }

@@ -242,6 +242,9 @@ fn without_session_affinity_nothing_reads_the_cookie_or_sets_one() {
         fn now_ms(&self) -> u64 {
             panic!("read the clock")
         }
+        fn headers_size(&self) -> Option<usize> {
+            panic!("read every header")
+        }
     }
     let store = MemoryStore::new();
     let json = format!(r#"{{"policy": "round_robin", {BACKENDS}}}"#);

@@ -19,8 +19,10 @@
 //!    compare-and-swap; none with room is a local 503 `circuit_open`. The stream's end gives
 //!    the count back.
 //!
-//! Admission rules (deny lists) belong before the candidates, and what must be
-//! done with the response after the pick; each is a stage of its own, not a branch in another.
+//! Before them all, [`Balancer::deny`] (`deny.rs`) refuses what a `deny` rule matches; the
+//! filter asks it first, before the status page, so a denied request touches no shared state.
+//! After the pick, [`Balancer::router_headers`] (`retry.rs`) are the `retry` and `timeout_ms`
+//! headers for Envoy's router, and the choice carries the `set-cookie` for the response.
 //!
 //! What the configuration decides once is the [`plan::Plan`]; health checking is a
 //! [`Monitor`]; this worker's mutable state (its random source and current candidates) is one
@@ -36,6 +38,7 @@ mod affinity;
 mod affinity_tests;
 mod candidates;
 mod counting;
+mod deny;
 mod explain;
 mod plan;
 mod policy;
@@ -52,6 +55,8 @@ use self::affinity::Affinity;
 pub use self::affinity::{token as affinity_token, token_text as affinity_token_text};
 use self::candidates::{Candidates, Refusal};
 pub use self::counting::{Counting, Room};
+use self::deny::DenyList;
+pub use self::deny::{DENIED_BODY, TOO_LARGE_BODY};
 pub use self::explain::Why;
 use self::plan::Plan;
 pub use self::plan::RELEASE_FLUSH_MS;
@@ -177,6 +182,8 @@ pub struct Balancer {
     worker: RefCell<Worker>,
     /// This worker's metric counts, until the filter drains them on its tick.
     counters: Counters,
+    /// The `deny` rules, if any.
+    deny: Option<DenyList>,
 }
 
 impl Balancer {
@@ -225,6 +232,7 @@ impl Balancer {
         let subsets = subset_candidates(&plan.config, &candidates, policy.spread());
         Ok(Self {
             counters: Counters::new(plan.config.backends.len()),
+            deny: DenyList::new(&plan.config.deny),
             plan,
             policy,
             affinity,
@@ -319,6 +327,21 @@ impl Balancer {
     /// The current selection mode.
     pub fn mode(&self) -> Mode {
         self.worker.borrow().candidates.selection.mode
+    }
+
+    /// The admission of `deny`: a local 403 (431 for a size rule) when a rule matches
+    /// `request`, else `None`. Ask it first, before [`Self::choose`] and the status page: it
+    /// touches no shared data. Without rules, a branch and nothing read.
+    pub fn deny(&self, request: &dyn RequestView) -> Option<Decision<'_>> {
+        let denial = self.deny.as_ref()?.check(request)?;
+        self.counters.local_reply(LocalReply::Denied);
+        Some(Decision::Reject {
+            reply: LocalReply::Denied,
+            status: denial.status,
+            body: denial.body,
+            retry_after: None,
+            rate: None,
+        })
     }
 
     /// Chooses the backend for one request. Shared-data trouble degrades the balance (see

@@ -191,6 +191,10 @@ impl RequestView for Memo<'_> {
     fn now_ms(&self) -> u64 {
         self.request.now_ms()
     }
+
+    fn headers_size(&self) -> Option<usize> {
+        self.request.headers_size()
+    }
 }
 
 #[cfg(test)]
@@ -584,6 +588,11 @@ mod tests {
         }
         fn now_ms(&self) -> u64 {
             self.inner.now_ms()
+        }
+
+        fn headers_size(&self) -> Option<usize> {
+            self.reads.borrow_mut().push("all headers".to_owned());
+            self.inner.headers_size()
         }
     }
 

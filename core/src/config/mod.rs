@@ -11,6 +11,7 @@ use std::fmt;
 
 mod authority;
 mod backends;
+mod deny;
 mod hash_key;
 mod health;
 mod host;
@@ -28,6 +29,10 @@ use json::{At, Object};
 
 pub use authority::derive as derive_authority;
 pub use backends::{Backend, MAX_BACKENDS, MAX_MAX_REQUESTS, MAX_WEIGHT};
+pub use deny::{
+    DenyRule, HeaderCondition, HeaderTest, PathMatch, MAX_DENY_BYTES, MAX_DENY_HEADERS,
+    MAX_DENY_METHODS, MAX_DENY_RULES, MAX_DENY_VALUE_LEN,
+};
 pub use hash_key::{Empty, HashSource, MAX_HASH_SOURCES};
 pub use health::{HealthCheckConfig, InitialState, OutlierDetectionConfig, MAX_EXPECTED_STATUSES};
 pub use policy::{
@@ -120,6 +125,8 @@ pub struct Config {
     pub rate_limit: Option<RateLimitConfig>,
     /// Traffic splitting (`subsets`, `default_subset`, `rules`, `split_key`), if configured.
     pub split: Option<Split>,
+    /// Request filtering: the first rule that matches a request denies it (empty: off).
+    pub deny: Vec<DenyRule>,
 }
 
 impl Config {
@@ -173,6 +180,7 @@ impl Config {
         let session_affinity = session_affinity::read(top)?;
         let rate_limit = rate_limit::read(top)?;
         let split = split::read(top, &backends)?;
+        let deny = deny::read(top)?;
         Ok(Self {
             cluster_header,
             policy,
@@ -191,6 +199,7 @@ impl Config {
             session_affinity,
             rate_limit,
             split,
+            deny,
         })
     }
 }
@@ -535,7 +544,7 @@ mod tests {
             (
                 r#""zz": 1"#,
                 "zz",
-                "`cluster_header`, `policy`, `backends`, `round_robin`, `least_request`, `hash_key`, `on_missing_key`, `bounded_load_factor`, `ip_hash`, `health_check`, `outlier_detection`, `panic_threshold_percent`, `status_path`, `status_allowed_cidrs`, `filter_state`, `session_affinity`, `rate_limit`, `subsets`, `default_subset`, `rules`, `split_key`",
+                "`cluster_header`, `policy`, `backends`, `round_robin`, `least_request`, `hash_key`, `on_missing_key`, `bounded_load_factor`, `ip_hash`, `health_check`, `outlier_detection`, `panic_threshold_percent`, `status_path`, `status_allowed_cidrs`, `filter_state`, `session_affinity`, `rate_limit`, `subsets`, `default_subset`, `rules`, `split_key`, `deny`",
             ),
             (
                 r#""rate_limit": {"requests_per_second": 1, "zz": 1}"#,
