@@ -235,6 +235,13 @@ fn main_variants() -> Vec<Variant> {
             ]})),
         },
         Variant {
+            name: "eisodos retry",
+            routing: eisodos(json!({"policy": "round_robin",
+                "retry": {"retry_on": "5xx,connect-failure", "num_retries": 2,
+                          "per_try_timeout_ms": 1000},
+                "timeout_ms": 5000})),
+        },
+        Variant {
             name: "eisodos everything",
             routing: Routing::Filter {
                 wasm: "eisodos.wasm",

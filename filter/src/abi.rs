@@ -218,6 +218,7 @@ mod calls {
             value_size: usize,
         ) -> u32;
         fn proxy_get_header_map_pairs(map: u32, data: *mut *mut u8, size: *mut usize) -> u32;
+        fn proxy_remove_header_map_value(map: u32, key: *const u8, key_size: usize) -> u32;
         fn proxy_replace_header_map_value(
             map: u32,
             key: *const u8,
@@ -361,6 +362,12 @@ mod calls {
         .unwrap_or_default();
         // What the host sent is not a map: the ABI's SerializationFailure.
         deserialize_map(&bytes).ok_or(Status(3))
+    }
+
+    /// Removes a header (every value of it); a header that is not there is no error.
+    pub fn remove_header(map: MapType, name: &str) -> Result<(), Status> {
+        // SAFETY: pointer and length of a live str.
+        check(unsafe { proxy_remove_header_map_value(map as u32, name.as_ptr(), name.len()) })
     }
 
     /// Sets a header, replacing any value it had.

@@ -24,6 +24,10 @@ impl Host for AbiHost {
         abi::add_header(MapType::ResponseHeaders, name, value)
     }
 
+    fn remove_request_header(&self, name: &str) -> Result<(), Status> {
+        abi::remove_header(MapType::RequestHeaders, name)
+    }
+
     fn send_response(
         &self,
         status: u32,

@@ -79,6 +79,8 @@ struct State {
     headers_set: Vec<(String, String)>,
     /// Response headers the glue added, in order.
     response_headers_added: Vec<(String, String)>,
+    /// Request headers the glue removed, in order.
+    headers_removed: Vec<String>,
     /// Filter state of the current request, by name (without Envoy's `wasm.` prefix).
     filter_state: HashMap<String, String>,
     replies: Vec<Reply>,
@@ -146,6 +148,7 @@ impl FakeHost {
                 .collect();
             state.properties.remove("response.code");
             state.headers_set.clear();
+            state.headers_removed.clear();
             state.filter_state.clear();
         });
     }
@@ -190,6 +193,22 @@ impl FakeHost {
     /// The response headers the glue added, taken (a later call returns only newer ones).
     pub fn take_response_headers(&self) -> Vec<(String, String)> {
         Self::with(|state| std::mem::take(&mut state.response_headers_added))
+    }
+
+    /// The request headers the glue removed, in order.
+    pub fn headers_removed(&self) -> Vec<String> {
+        Self::with(|state| state.headers_removed.clone())
+    }
+
+    /// The request's headers now, after what the glue set and removed.
+    pub fn request_headers(&self) -> Vec<(String, String)> {
+        Self::with(|state| {
+            state
+                .request_headers
+                .iter()
+                .map(|(name, value)| (name.clone(), String::from_utf8_lossy(value).into_owned()))
+                .collect()
+        })
     }
 
     /// Filter state `name` of the current request, as the glue set it.
@@ -304,6 +323,15 @@ impl Host for FakeHost {
             state
                 .response_headers_added
                 .push((name.to_owned(), value.to_owned()));
+        });
+        Ok(())
+    }
+
+    fn remove_request_header(&self, name: &str) -> Result<(), Status> {
+        self.call("remove_request_header");
+        Self::with(|state| {
+            state.request_headers.retain(|(header, _)| header != name);
+            state.headers_removed.push(name.to_owned());
         });
         Ok(())
     }

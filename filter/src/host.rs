@@ -25,6 +25,9 @@ pub trait Host: SharedStore {
     /// callback only).
     fn add_response_header(&self, name: &str, value: &str) -> Result<(), Status>;
 
+    /// Removes a request header, every value of it.
+    fn remove_request_header(&self, name: &str) -> Result<(), Status>;
+
     /// Answers the current request locally; `details` is what Envoy's access log shows as
     /// `%RESPONSE_CODE_DETAILS%`.
     fn send_response(

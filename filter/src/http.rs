@@ -98,6 +98,7 @@ impl EisodosHttp {
                         status.name()
                     ),
                 }
+                apply_router_headers(host, balancer);
                 if balancer.config().filter_state {
                     set_reason(host, choice.why.name());
                 }
@@ -157,6 +158,20 @@ impl EisodosHttp {
                     health_log::log(balancer, change, report.mode_change, now.get());
                 }
             }
+        }
+    }
+}
+
+/// Sets the router headers of `retry` and `timeout_ms` and removes what a client sent of the
+/// kind (nothing without them). A failure leaves Envoy's route defaults, so it is logged.
+fn apply_router_headers(host: &impl Host, balancer: &Balancer) {
+    for edit in balancer.router_headers() {
+        let done = match &edit.value {
+            Some(value) => host.set_request_header(edit.name, value),
+            None => host.remove_request_header(edit.name),
+        };
+        if let Err(status) = done {
+            warn!("cannot set or remove {}: {}", edit.name, status.name());
         }
     }
 }

@@ -34,6 +34,8 @@ mod probe;
 #[cfg(test)]
 mod rate_limit_tests;
 mod request;
+#[cfg(test)]
+mod retry_tests;
 mod root;
 #[cfg(target_arch = "wasm32")]
 mod shared_data;

@@ -332,6 +332,10 @@ pub const PROBE_PATH: &str = "/healthz";
 /// Path prefix that makes the upstream reset the connection.
 pub const RESET_PATH: &str = "/reset";
 
+/// Path prefix whose first request of each path is answered 503, the next ones as usual: a
+/// backend failing once, for retries.
+pub const FAIL_FIRST_PATH: &str = "/fail-first";
+
 /// Path prefix whose requests wait for [`Upstream::release_held`] before the answer.
 pub const HOLD_PATH: &str = "/hold";
 
@@ -343,12 +347,15 @@ async fn handle(
         shared.hits.fetch_add(1, Ordering::SeqCst);
         InFlight::enter(&shared)
     });
-    *shared
-        .hits_by_path
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .entry(req.uri().path().to_owned())
-        .or_insert(0) += 1;
+    let hits_of_path = {
+        let mut hits = shared
+            .hits_by_path
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let hits = hits.entry(req.uri().path().to_owned()).or_insert(0);
+        *hits += 1;
+        *hits
+    };
     let seen = req
         .headers()
         .get(CLUSTER_HEADER)
@@ -391,7 +398,11 @@ async fn handle(
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
-    let status = shared.status.load(Ordering::SeqCst);
+    let status = if req.uri().path().starts_with(FAIL_FIRST_PATH) && hits_of_path == 1 {
+        503
+    } else {
+        shared.status.load(Ordering::SeqCst)
+    };
     let mut response = Response::new(Full::new(Bytes::from(format!("{}\n", shared.name))));
     match hyper::StatusCode::from_u16(status) {
         Ok(code) => *response.status_mut() = code,

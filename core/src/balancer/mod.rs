@@ -43,6 +43,7 @@ mod explain;
 mod plan;
 mod policy;
 mod rate_limit;
+mod retry;
 mod split;
 mod status;
 
@@ -63,6 +64,7 @@ pub use self::plan::RELEASE_FLUSH_MS;
 pub use self::policy::Reason;
 use self::policy::{Picked, PolicyState};
 pub use self::rate_limit::{Admitted, Limited, RateHeaders, RateLimiter};
+pub use self::retry::{HeaderEdit, ROUTER_HEADERS};
 pub use self::split::key_bucket;
 use self::split::{Memo, SubsetCandidates};
 use crate::config::{Config, ConfigError};
@@ -184,6 +186,8 @@ pub struct Balancer {
     counters: Counters,
     /// The `deny` rules, if any.
     deny: Option<DenyList>,
+    /// The router headers of `retry` and `timeout_ms` (empty when neither is configured).
+    router_headers: Vec<HeaderEdit>,
 }
 
 impl Balancer {
@@ -233,6 +237,7 @@ impl Balancer {
         Ok(Self {
             counters: Counters::new(plan.config.backends.len()),
             deny: DenyList::new(&plan.config.deny),
+            router_headers: retry::router_headers(&plan.config),
             plan,
             policy,
             affinity,
@@ -327,6 +332,13 @@ impl Balancer {
     /// The current selection mode.
     pub fn mode(&self) -> Mode {
         self.worker.borrow().candidates.selection.mode
+    }
+
+    /// The request-header edits for a routed request, after the cluster header: what
+    /// `retry` and `timeout_ms` tell Envoy's router, and the removal of what a client sent
+    /// of the same kind. Empty when neither is configured.
+    pub fn router_headers(&self) -> &[HeaderEdit] {
+        &self.router_headers
     }
 
     /// The admission of `deny`: a local 403 (431 for a size rule) when a rule matches

@@ -18,6 +18,7 @@ mod host;
 mod json;
 mod policy;
 mod rate_limit;
+mod retry;
 #[cfg(test)]
 #[cfg(not(target_family = "wasm"))]
 mod schema_agreement;
@@ -43,6 +44,7 @@ pub use policy::{
 pub use rate_limit::{
     RateLimitConfig, DEFAULT_BUCKETS, MAX_BUCKETS, MAX_RATE, MAX_RATE_BATCH, RATE_RESOLUTION,
 };
+pub use retry::{RetryConfig, MAX_RETRIES, MAX_TIMEOUT_MS, RETRY_CONDITIONS};
 pub use session_affinity::{
     SessionAffinityConfig, DEFAULT_AFFINITY_ATTRIBUTES, DEFAULT_AFFINITY_COOKIE,
     MAX_AFFINITY_ATTRIBUTES_LEN, MAX_AFFINITY_TTL_S,
@@ -127,6 +129,10 @@ pub struct Config {
     pub split: Option<Split>,
     /// Request filtering: the first rule that matches a request denies it (empty: off).
     pub deny: Vec<DenyRule>,
+    /// Retries by Envoy's router, if configured.
+    pub retry: Option<RetryConfig>,
+    /// The routed request's overall timeout (Envoy's router, retries included), if configured.
+    pub timeout_ms: Option<u32>,
 }
 
 impl Config {
@@ -181,6 +187,8 @@ impl Config {
         let rate_limit = rate_limit::read(top)?;
         let split = split::read(top, &backends)?;
         let deny = deny::read(top)?;
+        let retry = retry::read_retry(top)?;
+        let timeout_ms = retry::read_timeout(top)?;
         Ok(Self {
             cluster_header,
             policy,
@@ -200,6 +208,8 @@ impl Config {
             rate_limit,
             split,
             deny,
+            retry,
+            timeout_ms,
         })
     }
 }
@@ -544,7 +554,7 @@ mod tests {
             (
                 r#""zz": 1"#,
                 "zz",
-                "`cluster_header`, `policy`, `backends`, `round_robin`, `least_request`, `hash_key`, `on_missing_key`, `bounded_load_factor`, `ip_hash`, `health_check`, `outlier_detection`, `panic_threshold_percent`, `status_path`, `status_allowed_cidrs`, `filter_state`, `session_affinity`, `rate_limit`, `subsets`, `default_subset`, `rules`, `split_key`, `deny`",
+                "`cluster_header`, `policy`, `backends`, `round_robin`, `least_request`, `hash_key`, `on_missing_key`, `bounded_load_factor`, `ip_hash`, `health_check`, `outlier_detection`, `panic_threshold_percent`, `status_path`, `status_allowed_cidrs`, `filter_state`, `session_affinity`, `rate_limit`, `subsets`, `default_subset`, `rules`, `split_key`, `deny`, `retry`, `timeout_ms`",
             ),
             (
                 r#""rate_limit": {"requests_per_second": 1, "zz": 1}"#,
