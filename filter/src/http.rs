@@ -89,12 +89,13 @@ impl EisodosHttp {
                 self.set_cookie = choice.set_cookie.is_some();
                 // Replaces any value, including one a client sent; the shipped configs also
                 // remove the client's value before the first route match.
-                match host.set_request_header(balancer.cluster_header(), choice.cluster) {
-                    Ok(()) => debug!("{:?} -> {}", choice.reason, choice.cluster),
+                let cluster = balancer.route_cluster(choice.index);
+                match host.set_request_header(balancer.cluster_header(), cluster) {
+                    Ok(()) => debug!("{:?} -> {}", choice.reason, cluster),
                     Err(status) => error!(
                         "cannot set {} to {}: {}",
                         balancer.cluster_header(),
-                        choice.cluster,
+                        cluster,
                         status.name()
                     ),
                 }

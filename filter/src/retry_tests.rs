@@ -102,3 +102,18 @@ fn a_local_reply_gets_no_router_headers() {
     assert_eq!(host.replies().len(), 1);
     assert_eq!(host.take_calls(), ["request_header", "send_response"]);
 }
+
+#[test]
+fn a_retry_cluster_goes_into_the_cluster_header() {
+    let (host, root) = configured(
+        r#"{"retry": {"retry_on": "5xx"}, "backends": [
+            {"cluster": "backend_a", "retry_cluster": "retry_a"}, {"cluster": "backend_b"}]}"#,
+    );
+    let mut routed = Vec::new();
+    for _ in 0..2 {
+        request(&host, &root, &[(":path", "/")]);
+        routed.push(routed_to(&host).unwrap());
+    }
+    routed.sort();
+    assert_eq!(routed, ["backend_b", "retry_a"]);
+}

@@ -127,6 +127,20 @@ pub const EXCEPTIONS: &[Exception] = &[
         },
     },
     Exception {
+        name: "retry cluster shared",
+        why: "a backend's retry_cluster must differ from every backend's cluster and every \
+              other retry_cluster, a comparison across items a schema cannot make",
+        example: || {
+            r#"{"retry": {"retry_on": "5xx"}, "backends": [{"cluster": "a", "retry_cluster": "b"}, {"cluster": "b"}]}"#
+                .to_owned()
+        },
+        is_this_rule: |error| {
+            error.starts_with("backends[")
+                && error.contains(".retry_cluster: \"")
+                && error.contains("\" is also backends[")
+        },
+    },
+    Exception {
         name: "round-robin cycle too large",
         why: "whether the weights' cycle can be laid out depends on their sum over their \
               greatest common divisor",

@@ -211,3 +211,100 @@ fn per_try_and_overall_timeouts_answer_504_long_before_a_slow_upstream() {
     assert!(started.elapsed() < sleep / 4);
     assert_eq!(get(&overall, "/fast", &[]).status, 200);
 }
+
+/// The route and the aggregate clusters of the shipped example `envoy/envoy-retry.yaml`.
+fn example() -> (Value, Vec<Value>) {
+    let path = eisodos_tests::paths::repo_root().join("envoy/envoy-retry.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let config: Value = serde_yaml::from_str(&text).unwrap();
+    let route_config = config
+        .pointer(
+            "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/route_config",
+        )
+        .unwrap()
+        .clone();
+    let aggregates = config["static_resources"]["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|cluster| cluster["name"].as_str().unwrap().starts_with("retry_"))
+        .cloned()
+        .collect();
+    (route_config, aggregates)
+}
+
+/// Round-robin over three backends, the first answering 503, with retries: per
+/// `retry_cluster` (and the example's route and aggregates), or not.
+fn three_backends(upstreams: &[Upstream], retry_clusters: bool) -> Envoy {
+    let (route_config, aggregates) = example();
+    let backends: Vec<String> = upstreams
+        .iter()
+        .map(|upstream| {
+            let name = upstream.name();
+            match retry_clusters {
+                true => format!(
+                    r#"{{"cluster": "{name}", "retry_cluster": "retry_{}"}}"#,
+                    &name[name.len() - 1..]
+                ),
+                false => format!(r#"{{"cluster": "{name}"}}"#),
+            }
+        })
+        .collect();
+    let mut builder = Envoy::builder()
+        .upstreams(upstreams)
+        .plugin_config(&format!(
+            r#"{{"policy": "round_robin", "retry": {{"retry_on": "5xx", "num_retries": 2}},
+                "backends": [{}]}}"#,
+            backends.join(", ")
+        ))
+        .concurrency(2)
+        .hcm_field("route_config", route_config);
+    for aggregate in aggregates {
+        builder = builder.extra_cluster(aggregate);
+    }
+    builder.start()
+}
+
+/// With `retry_cluster`, a request eisodos sent to a failing backend is retried on the next
+/// backend of its aggregate: every client gets a 200; each request the failing backend got
+/// costs one attempt there and one on the next backend. Without it (same route, same
+/// retries), the retries stay on the failing backend: three attempts there, and a 503.
+#[test]
+fn a_retry_cluster_moves_the_retry_to_another_backend() {
+    let names = ["backend_a", "backend_b", "backend_c"];
+    let upstreams: Vec<Upstream> = names.iter().map(|n| Upstream::builder(n).start()).collect();
+    upstreams[0].set_status(503);
+    let envoy = three_backends(&upstreams, true);
+    let answered: Vec<String> = (0..30)
+        .map(|i| {
+            let response = get(&envoy, &format!("/moved/{i}"), &[]);
+            assert_eq!(response.status, 200, "request {i}: {response:?}");
+            response.header("x-upstream").unwrap().to_owned()
+        })
+        .collect();
+    let hits: Vec<u64> = upstreams.iter().map(Upstream::hits).collect();
+    assert_eq!(
+        hits,
+        [10, 20, 10],
+        "a's ten requests: one try on a, the retry on b"
+    );
+    assert_eq!(answered.iter().filter(|u| *u == "backend_a").count(), 0);
+    assert_eq!(envoy.stat("cluster.retry_a.upstream_rq_retry"), Some(10));
+    drop(envoy);
+
+    let within = three_backends(&upstreams, false);
+    let statuses: Vec<u16> = (0..30)
+        .map(|i| get(&within, &format!("/within/{i}"), &[]).status)
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 503).count(),
+        10,
+        "{statuses:?}"
+    );
+    let after: Vec<u64> = upstreams.iter().map(Upstream::hits).collect();
+    assert_eq!(
+        [after[0] - hits[0], after[1] - hits[1], after[2] - hits[2]],
+        [30, 10, 10],
+        "retried within backend_a's cluster: 1 + 2 attempts each"
+    );
+}

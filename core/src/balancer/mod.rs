@@ -334,6 +334,16 @@ impl Balancer {
         self.worker.borrow().candidates.selection.mode
     }
 
+    /// The cluster to write into the cluster header for backend `index`: its `retry_cluster`
+    /// (an aggregate cluster, so Envoy's retries move to another backend) when configured,
+    /// else its cluster.
+    pub fn route_cluster(&self, index: usize) -> &str {
+        match self.plan.config.backends.get(index) {
+            Some(backend) => backend.retry_cluster.as_deref().unwrap_or(&backend.cluster),
+            None => "",
+        }
+    }
+
     /// The request-header edits for a routed request, after the cluster header: what
     /// `retry` and `timeout_ms` tell Envoy's router, and the removal of what a client sent
     /// of the same kind. Empty when neither is configured.

@@ -33,6 +33,10 @@ pub struct Backend {
     /// A backend at its cap is skipped; when every backend a request may go to is, the
     /// request is answered 503 `circuit_open`.
     pub max_requests: Option<u32>,
+    /// With `retry`: the cluster written into the cluster header instead of [`Self::cluster`],
+    /// an aggregate cluster listing this backend's cluster first and the others after, so
+    /// Envoy's retries move to another backend (see the README's "Retries and timeouts").
+    pub retry_cluster: Option<String>,
 }
 
 /// `backends`: 1 to [`MAX_BACKENDS`] distinct clusters, not all backups.
@@ -92,6 +96,16 @@ pub(super) fn read(top: &mut Object<'_>) -> Result<Vec<Backend>, ConfigError> {
             None => None,
         };
         let max_requests = backend.u32_in("max_requests", 1..=MAX_MAX_REQUESTS)?;
+        let retry_cluster = match backend.optional("retry_cluster")? {
+            Some(retry_cluster) => {
+                let name = retry_cluster.str()?;
+                if let Some(reason) = cluster_name_problem(name) {
+                    return Err(retry_cluster.error(reason));
+                }
+                Some(name.to_owned())
+            }
+            None => None,
+        };
         backend.finish()?;
         backends.push(Backend {
             cluster,
@@ -99,6 +113,7 @@ pub(super) fn read(top: &mut Object<'_>) -> Result<Vec<Backend>, ConfigError> {
             backup,
             authority,
             max_requests,
+            retry_cluster,
         });
     }
     if backends.iter().all(|backend| backend.backup) {
@@ -107,6 +122,40 @@ pub(super) fn read(top: &mut Object<'_>) -> Result<Vec<Backend>, ConfigError> {
         ));
     }
     Ok(backends)
+}
+
+/// Checks `backends[].retry_cluster` against the rest: only with `retry` (without it Envoy
+/// would not retry), and never a name that would send a first try to another backend: not
+/// any backend's cluster, not another backend's retry cluster.
+pub(super) fn check_retry_clusters(
+    backends: &[Backend],
+    retry_on: bool,
+) -> Result<(), ConfigError> {
+    for (i, backend) in backends.iter().enumerate() {
+        let Some(name) = &backend.retry_cluster else {
+            continue;
+        };
+        let field = format!("backends[{i}].retry_cluster");
+        if !retry_on {
+            return Err(ConfigError::new(
+                field,
+                "applies only with retry (Envoy retries only when told to); set retry or remove this",
+            ));
+        }
+        let clash = backends.iter().enumerate().find(|(j, other)| {
+            other.cluster == *name || (*j != i && other.retry_cluster.as_ref() == Some(name))
+        });
+        if let Some((j, _)) = clash {
+            return Err(ConfigError::new(
+                field,
+                format!(
+                    "\"{name}\" is also backends[{j}]'s cluster or retry cluster; each backend \
+                     needs an aggregate cluster of its own that lists its cluster first"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Why `name` cannot be a cluster name, if it cannot.

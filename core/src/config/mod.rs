@@ -152,6 +152,7 @@ impl Config {
         let mut config = Self::read(&mut top)?;
         top.finish()?;
         hash_key::required_by(config.policy, &config.hash_key)?;
+        backends::check_retry_clusters(&config.backends, config.retry.is_some())?;
         match &mut config.health_check {
             Some(check) => {
                 check.probe_authorities =
@@ -291,14 +292,16 @@ mod tests {
                     weight: 1,
                     backup: false,
                     authority: None,
-                    max_requests: None
+                    max_requests: None,
+                    retry_cluster: None
                 },
                 Backend {
                     cluster: "backend_b".into(),
                     weight: 1,
                     backup: false,
                     authority: None,
-                    max_requests: None
+                    max_requests: None,
+                    retry_cluster: None
                 }
             ]
         );
@@ -532,7 +535,7 @@ mod tests {
         let err = rejected(r#"{"backends": [{"cluster": "a", "wieght": 2}]}"#);
         assert_eq!(
             err.reason,
-            "unknown field `wieght`, expected one of `cluster`, `weight`, `backup`, `authority`, `max_requests`"
+            "unknown field `wieght`, expected one of `cluster`, `weight`, `backup`, `authority`, `max_requests`, `retry_cluster`"
         );
         let err = rejected(&format!(
             r#"{{"policy": "consistent_hash", "hash_key": [{{"source_ip": {{"v6": true}}}}], {A}}}"#
@@ -599,7 +602,7 @@ mod tests {
             (err.field.as_str(), err.reason.as_str()),
             (
                 "backends[0].zz",
-                "unknown field `zz`, expected one of `cluster`, `weight`, `backup`, `authority`, `max_requests`"
+                "unknown field `zz`, expected one of `cluster`, `weight`, `backup`, `authority`, `max_requests`, `retry_cluster`"
             )
         );
         let err = rejected(&format!(

@@ -186,4 +186,46 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn retry_clusters_need_retry_and_a_name_of_their_own() {
+        let backends = r#""backends": [{"cluster": "a", "retry_cluster": "retry_a"},
+                                       {"cluster": "b", "retry_cluster": "retry_b"}, {"cluster": "c"}]"#;
+        let config = parse(&format!(
+            r#"{{"retry": {{"retry_on": "5xx"}}, {backends}}}"#
+        ))
+        .unwrap();
+        let retry_clusters: Vec<Option<&str>> = config
+            .backends
+            .iter()
+            .map(|b| b.retry_cluster.as_deref())
+            .collect();
+        assert_eq!(retry_clusters, [Some("retry_a"), Some("retry_b"), None]);
+        let err = rejected(&format!("{{{backends}}}"));
+        assert_eq!(err.field, "backends[0].retry_cluster");
+        assert!(err.reason.starts_with("applies only with retry"), "{err}");
+        for (list, field) in [
+            (
+                r#"[{"cluster": "a", "retry_cluster": "b"}, {"cluster": "b"}]"#,
+                "backends[0].retry_cluster",
+            ),
+            (
+                r#"[{"cluster": "a", "retry_cluster": "a"}]"#,
+                "backends[0].retry_cluster",
+            ),
+            (
+                r#"[{"cluster": "a", "retry_cluster": "r"}, {"cluster": "b", "retry_cluster": "r"}]"#,
+                "backends[0].retry_cluster",
+            ),
+            (
+                r#"[{"cluster": "a", "retry_cluster": "r r"}]"#,
+                "backends[0].retry_cluster",
+            ),
+        ] {
+            let err = rejected(&format!(
+                r#"{{"retry": {{"retry_on": "5xx"}}, "backends": {list}}}"#
+            ));
+            assert_eq!(err.field, field, "{list}: {err}");
+        }
+    }
 }
