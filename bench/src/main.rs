@@ -242,6 +242,37 @@ fn main_variants() -> Vec<Variant> {
                 "timeout_ms": 5000})),
         },
         Variant {
+            // Every issue-13 control on at once, as each is alone above: deny rules checked,
+            // a token taken, the split drawn, the cookie read and set, the cap counted, the
+            // router headers written.
+            name: "eisodos all traffic controls",
+            routing: eisodos(json!({
+                "policy": "round_robin",
+                "deny": [
+                    {"method": ["TRACE", "CONNECT"]},
+                    {"path_prefix": "/admin"},
+                    {"header": {"name": "user-agent", "prefix": "sqlmap"}},
+                    {"header": {"name": "x-debug", "present": true}}
+                ],
+                "rate_limit": {"requests_per_second": 1_000_000},
+                "subsets": {"stable": ["backend_a", "backend_b"], "canary": ["backend_c"]},
+                "default_subset": "stable",
+                "rules": [
+                    {"match": {"header": {"name": "x-beta", "exact": "yes"}}, "subset": "canary"},
+                    {"percent": 5, "subset": "canary"}
+                ],
+                "split_key": [{"header": "x-split-user"}],
+                "session_affinity": {"cookie": "eisodos_backend", "ttl_s": 3600,
+                                     "attributes": "Path=/; HttpOnly; SameSite=Lax"},
+                "backends": [{"cluster": "backend_a", "max_requests": 1000},
+                             {"cluster": "backend_b", "max_requests": 1000},
+                             {"cluster": "backend_c", "max_requests": 1000}],
+                "retry": {"retry_on": "5xx,connect-failure", "num_retries": 2,
+                          "per_try_timeout_ms": 1000},
+                "timeout_ms": 5000
+            })),
+        },
+        Variant {
             name: "eisodos everything",
             routing: Routing::Filter {
                 wasm: "eisodos.wasm",
