@@ -259,6 +259,33 @@ mod tests {
         balancer.tick(store, now + 2);
     }
 
+    /// A full subset is a full subset: its requests answer `circuit_open` rather than spill
+    /// into the default subset (canary traffic on stable backends exactly when the canary is
+    /// busy), and the other subset's requests are untouched.
+    #[test]
+    fn a_subset_at_its_max_requests_answers_circuit_open_and_does_not_spill() {
+        let json = format!(
+            r#"{{{SUBSETS}, "default_subset": "stable",
+                "rules": [{{"match": {{"header": {{"name": "x-beta", "exact": "yes"}}}}, "subset": "canary"}}],
+                "backends": [{{"cluster": "v1_a"}}, {{"cluster": "v1_b"}},
+                {{"cluster": "v2", "max_requests": 1}}, {{"cluster": "other"}}]}}"#
+        );
+        let balancer = Balancer::new(Config::parse(json.as_bytes()).unwrap(), "test", 1).unwrap();
+        let store = MemoryStore::new();
+        balancer.create_shared_keys(&store).unwrap();
+        let beta = header("x-beta", "yes");
+        let held = route(balancer.choose(&store, &beta));
+        assert_eq!((held.cluster, held.counted), ("v2", true));
+        match balancer.choose(&store, &beta) {
+            Decision::Reject { reply, .. } => assert_eq!(reply, LocalReply::CircuitOpen),
+            other => panic!("expected circuit_open, got {other:?}"),
+        }
+        let stable = route(balancer.choose(&store, &header("x-beta", "no")));
+        assert!(!is_canary(stable.cluster), "{}", stable.cluster);
+        balancer.release(&store, held.index);
+        assert_eq!(cluster(&balancer, &store, &beta), "v2", "room again");
+    }
+
     const HEALTH: &str = r#""health_check": {"path": "/h", "unhealthy_threshold": 1}"#;
 
     #[test]
