@@ -184,10 +184,11 @@ impl Config {
             Some(at) => at.bool()?,
             None => true,
         };
-        let session_affinity = session_affinity::read(top)?;
+        // The traffic controls in the order a request meets them.
+        let deny = deny::read(top)?;
         let rate_limit = rate_limit::read(top)?;
         let split = split::read(top, &backends)?;
-        let deny = deny::read(top)?;
+        let session_affinity = session_affinity::read(top)?;
         let retry = retry::read_retry(top)?;
         let timeout_ms = retry::read_timeout(top)?;
         Ok(Self {
@@ -557,7 +558,7 @@ mod tests {
             (
                 r#""zz": 1"#,
                 "zz",
-                "`cluster_header`, `policy`, `backends`, `round_robin`, `least_request`, `hash_key`, `on_missing_key`, `bounded_load_factor`, `ip_hash`, `health_check`, `outlier_detection`, `panic_threshold_percent`, `status_path`, `status_allowed_cidrs`, `filter_state`, `session_affinity`, `rate_limit`, `subsets`, `default_subset`, `rules`, `split_key`, `deny`, `retry`, `timeout_ms`",
+                "`cluster_header`, `policy`, `backends`, `round_robin`, `least_request`, `hash_key`, `on_missing_key`, `bounded_load_factor`, `ip_hash`, `health_check`, `outlier_detection`, `panic_threshold_percent`, `status_path`, `status_allowed_cidrs`, `filter_state`, `deny`, `rate_limit`, `subsets`, `default_subset`, `rules`, `split_key`, `session_affinity`, `retry`, `timeout_ms`",
             ),
             (
                 r#""rate_limit": {"requests_per_second": 1, "zz": 1}"#,
