@@ -16,6 +16,7 @@ mod abi;
 mod abi_host;
 #[cfg(test)]
 mod affinity_tests;
+#[cfg(test)]
 mod deny_tests;
 #[cfg(target_arch = "wasm32")]
 mod exports;
