@@ -45,16 +45,7 @@ pub(super) fn read(top: &mut Object<'_>) -> Result<Vec<Backend>, ConfigError> {
         // `top.finish()` reports it missing.
         return Ok(Vec::new());
     };
-    let items = at.array()?;
-    if items.len() == 0 {
-        return Err(at.error("is empty; at least one backend is required".to_owned()));
-    }
-    if items.len() > MAX_BACKENDS {
-        return Err(at.error(format!(
-            "has {} entries; at most {MAX_BACKENDS} are supported",
-            items.len()
-        )));
-    }
+    let items = at.array_within(MAX_BACKENDS, "entries", "at least one backend is required")?;
     let mut backends = Vec::with_capacity(items.len());
     let mut seen: HashMap<&str, usize> = HashMap::with_capacity(items.len());
     for (i, item) in items.enumerate() {

@@ -82,16 +82,11 @@ pub(super) fn read(top: &mut Object<'_>) -> Result<Vec<DenyRule>, ConfigError> {
     let Some(at) = top.optional("deny")? else {
         return Ok(Vec::new());
     };
-    let items = at.array()?;
-    if items.len() == 0 {
-        return Err(at.error("is empty; give at least one rule, or leave deny out".to_owned()));
-    }
-    if items.len() > MAX_DENY_RULES {
-        return Err(at.error(format!(
-            "has {} rules; at most {MAX_DENY_RULES} are supported",
-            items.len()
-        )));
-    }
+    let items = at.array_within(
+        MAX_DENY_RULES,
+        "rules",
+        "give at least one rule, or leave deny out",
+    )?;
     let mut rules = Vec::with_capacity(items.len());
     for item in items {
         rules.push(read_rule(&item)?);

@@ -46,16 +46,7 @@ pub(super) fn read(top: &mut Object<'_>, policy: Policy) -> Result<Vec<HashSourc
 /// A list of key sources, as `hash_key` takes them (1 to [`MAX_HASH_SOURCES`]): also the
 /// form of every other field that keys a request (`rate_limit.key`, `split_key`).
 pub(super) fn read_sources(at: &At<'_>) -> Result<Vec<HashSource>, ConfigError> {
-    let items = at.array()?;
-    if items.len() == 0 {
-        return Err(at.error("is empty; name at least one source".to_owned()));
-    }
-    if items.len() > MAX_HASH_SOURCES {
-        return Err(at.error(format!(
-            "has {} sources; at most {MAX_HASH_SOURCES} are supported",
-            items.len()
-        )));
-    }
+    let items = at.array_within(MAX_HASH_SOURCES, "sources", "name at least one source")?;
     let mut sources = Vec::with_capacity(items.len());
     for item in items {
         sources.push(read_source(&item)?);

@@ -326,6 +326,27 @@ impl<'a> At<'a> {
         }
     }
 
+    /// The items of an array of 1 to `max` entries: otherwise `is empty; <if_empty>` or
+    /// `has <n> <entries>; at most <max> are supported`.
+    pub(crate) fn array_within(
+        &self,
+        max: usize,
+        entries: &str,
+        if_empty: &str,
+    ) -> Result<Items<'a>, ConfigError> {
+        let items = self.array()?;
+        if items.len() == 0 {
+            return Err(self.error(format!("is empty; {if_empty}")));
+        }
+        if items.len() > max {
+            return Err(self.error(format!(
+                "has {} {entries}; at most {max} are supported",
+                items.len()
+            )));
+        }
+        Ok(items)
+    }
+
     /// An object, to be read field by field and then [`Object::finish`]ed.
     pub(crate) fn object(&self) -> Result<Object<'a>, ConfigError> {
         match self.value {

@@ -280,16 +280,11 @@ fn subset_index(at: &At<'_>, subsets: &[Subset]) -> Result<usize, ConfigError> {
 
 /// `rules`: 1 to [`MAX_RULES`] rules.
 fn read_rules(at: &At<'_>, subsets: &[Subset]) -> Result<Vec<Rule>, ConfigError> {
-    let items = at.array()?;
-    if items.len() == 0 {
-        return Err(at.error("is empty; give at least one rule, or leave it out".to_owned()));
-    }
-    if items.len() > MAX_RULES {
-        return Err(at.error(format!(
-            "has {} rules; at most {MAX_RULES} are supported",
-            items.len()
-        )));
-    }
+    let items = at.array_within(
+        MAX_RULES,
+        "rules",
+        "give at least one rule, or leave it out",
+    )?;
     let mut rules = Vec::with_capacity(items.len());
     for item in items {
         let mut rule = item.object()?;
