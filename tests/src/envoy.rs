@@ -389,6 +389,18 @@ impl Envoy {
         })
     }
 
+    /// Connections each of the first `workers` workers accepted on the main listener: that
+    /// every worker served is what makes a test about shared state mean anything.
+    pub fn connections_per_worker(&self, workers: usize) -> Vec<u64> {
+        let listener = format!("listener.127.0.0.1_{}", self.listener_port());
+        (0..workers)
+            .map(|w| {
+                self.stat(&format!("{listener}.worker_{w}.downstream_cx_total"))
+                    .unwrap_or(0)
+            })
+            .collect()
+    }
+
     /// Admin `/stats/prometheus`, parsed.
     ///
     /// # Panics

@@ -200,13 +200,8 @@ fn each_kind_of_rule_denies_and_the_rest_is_routed() {
         routed.len() as f64
     );
     // Both workers took part, and their VMs live on.
-    for worker in 0..2 {
-        let name = format!(
-            "listener.127.0.0.1_{}.worker_{worker}.downstream_cx_total",
-            envoy.listener_port()
-        );
-        assert!(envoy.stat(&name).unwrap_or(0) > 0, "{name}");
-    }
+    let per_worker = envoy.connections_per_worker(2);
+    assert!(per_worker.iter().all(|&n| n > 0), "{per_worker:?}");
     for i in 0..4 {
         assert_routed(&send(&envoy, "GET", &format!("/after{i}"), none), "after");
     }

@@ -21,18 +21,6 @@ fn upstreams() -> Vec<Upstream> {
     Upstream::start_all(&["backend_a", "backend_b"])
 }
 
-/// Connections each of Envoy's workers accepted on the main listener.
-fn connections_per_worker(envoy: &Envoy, workers: usize) -> Vec<u64> {
-    let listener = format!("listener.127.0.0.1_{}", envoy.listener_port());
-    (0..workers)
-        .map(|w| {
-            envoy
-                .stat(&format!("{listener}.worker_{w}.downstream_cx_total"))
-                .unwrap_or(0)
-        })
-        .collect()
-}
-
 /// What a load run counted at the client.
 #[derive(Debug, Default)]
 struct Counts {
@@ -111,7 +99,7 @@ fn admitted_rate_is_accurate(workers: usize, batch: u32) {
     let (counts, elapsed) = drive(&envoy, 8, Duration::from_secs(10));
 
     let hits: u64 = upstreams.iter().map(Upstream::hits).sum();
-    let per_worker = connections_per_worker(&envoy, workers);
+    let per_worker = envoy.connections_per_worker(workers);
     let expected = rate * elapsed.as_secs_f64() + burst;
     let error = (counts.ok as f64 - expected) / expected;
     println!(

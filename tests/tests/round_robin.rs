@@ -30,18 +30,6 @@ fn send_sequentially(envoy: &Envoy, n: usize, forged: &str) -> Vec<String> {
         .collect()
 }
 
-/// Connections each of Envoy's workers accepted on the main listener.
-fn connections_per_worker(envoy: &Envoy, workers: usize) -> Vec<u64> {
-    let listener = format!("listener.127.0.0.1_{}", envoy.listener_port());
-    (0..workers)
-        .map(|w| {
-            envoy
-                .stat(&format!("{listener}.worker_{w}.downstream_cx_total"))
-                .unwrap_or(0)
-        })
-        .collect()
-}
-
 #[test]
 fn three_equal_backends_get_exactly_a_third_each_across_two_workers() {
     let upstreams = Upstream::start_all(&["backend_a", "backend_b", "backend_c"]);
@@ -64,7 +52,7 @@ fn three_equal_backends_get_exactly_a_third_each_across_two_workers() {
             "request {i} broke the rotation"
         );
     }
-    let per_worker = connections_per_worker(&envoy, 2);
+    let per_worker = envoy.connections_per_worker(2);
     assert!(
         per_worker.iter().all(|&n| n > 0) && per_worker.iter().sum::<u64>() >= 300,
         "both workers must take part: {per_worker:?}"
@@ -94,7 +82,7 @@ fn a_ticket_batch_keeps_the_spread_even_and_gives_up_the_one_order() {
     assert_eq!(hits.iter().sum::<u64>(), 300);
     let spread = hits.iter().max().unwrap() - hits.iter().min().unwrap();
     assert!(spread <= 4, "uneven beyond two open batches: {hits:?}");
-    let per_worker = connections_per_worker(&envoy, 2);
+    let per_worker = envoy.connections_per_worker(2);
     assert!(per_worker.iter().all(|&n| n > 0), "{per_worker:?}");
     let breaks = order
         .iter()

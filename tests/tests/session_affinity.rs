@@ -71,17 +71,6 @@ fn issued(response: &Response) -> String {
     pair.to_owned()
 }
 
-fn connections_per_worker(envoy: &Envoy) -> Vec<u64> {
-    let listener = format!("listener.127.0.0.1_{}", envoy.listener_port());
-    (0..2)
-        .map(|w| {
-            envoy
-                .stat(&format!("{listener}.worker_{w}.downstream_cx_total"))
-                .unwrap_or(0)
-        })
-        .collect()
-}
-
 /// Replays `cookie` [`REPLAYS`] times: each must reach `backend` and set no cookie.
 fn replay(envoy: &Envoy, cookie: &str, backend: &str) {
     for i in 0..REPLAYS {
@@ -98,14 +87,15 @@ fn replay(envoy: &Envoy, cookie: &str, backend: &str) {
 fn a_cookie_pins_every_request(policy: &str) {
     let upstreams = Upstream::start_all(&NAMES);
     let envoy = start(&upstreams, &format!(r#""policy": "{policy}""#));
-    let before = connections_per_worker(&envoy);
+    let before = envoy.connections_per_worker(2);
 
     let first = get(&envoy, "/", &[]);
     let backend = upstream_of(&first);
     let cookie = issued(&first);
     replay(&envoy, &cookie, &backend);
 
-    let per_worker: Vec<u64> = connections_per_worker(&envoy)
+    let per_worker: Vec<u64> = envoy
+        .connections_per_worker(2)
         .iter()
         .zip(&before)
         .map(|(after, before)| after - before)

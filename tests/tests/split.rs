@@ -54,18 +54,6 @@ fn upstream(envoy: &Envoy, headers: &[(&str, &str)]) -> String {
     answered(envoy, headers).unwrap_or_else(|response| panic!("{response:?}"))
 }
 
-/// Connections each worker accepted on the main listener.
-fn connections_per_worker(envoy: &Envoy) -> Vec<u64> {
-    let listener = format!("listener.127.0.0.1_{}", envoy.listener_port());
-    (0..2)
-        .map(|w| {
-            envoy
-                .stat(&format!("{listener}.worker_{w}.downstream_cx_total"))
-                .unwrap_or(0)
-        })
-        .collect()
-}
-
 /// Asserts that `order` alternates between v1_a and v1_b.
 fn alternates(order: &[String]) {
     for pair in order.windows(2) {
@@ -95,7 +83,7 @@ fn a_header_rule_sends_every_beta_request_to_the_canary_and_round_robin_alternat
     alternates(&plain);
     let hits: Vec<u64> = upstreams.iter().map(Upstream::hits).collect();
     assert_eq!(hits, [150, 150, 200]);
-    let per_worker = connections_per_worker(&envoy);
+    let per_worker = envoy.connections_per_worker(2);
     assert!(per_worker.iter().all(|&n| n > 50), "{per_worker:?}");
     eprintln!("header rule: hits {hits:?}, connections per worker {per_worker:?}");
 }
@@ -136,7 +124,7 @@ fn a_percent_rule_by_split_key_takes_its_share_of_keys_and_keeps_each_key_in_one
     );
     let hits: Vec<u64> = upstreams.iter().map(Upstream::hits).collect();
     assert_eq!(hits[2], 2 * canary as u64);
-    let per_worker = connections_per_worker(&envoy);
+    let per_worker = envoy.connections_per_worker(2);
     assert!(per_worker.iter().all(|&n| n > 500), "{per_worker:?}");
     eprintln!(
         "percent {PERCENT} by split_key: {canary} of {KEYS} keys in the canary \

@@ -185,12 +185,11 @@ fn burst(envoy: &Envoy, upstreams: &[Upstream], requests: u64) {
             failed as f64 * 100.0 / total
         );
     }
-    let listener = format!("listener.127.0.0.1_{}", envoy.listener_port());
-    let per_worker: Vec<String> = (0..2)
-        .map(|w| {
-            let stat = format!("{listener}.worker_{w}.downstream_cx_total");
-            format!("worker_{w}: {}", envoy.stat(&stat).unwrap_or(0))
-        })
+    let per_worker: Vec<String> = envoy
+        .connections_per_worker(2)
+        .iter()
+        .enumerate()
+        .map(|(w, n)| format!("worker_{w}: {n}"))
         .collect();
     println!("\nconnections per Envoy worker: {}", per_worker.join(", "));
     for upstream in upstreams {
