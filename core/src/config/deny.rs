@@ -1,7 +1,7 @@
 //! `deny`: request filtering rules, checked before anything else a request meets.
 
 use super::json::{At, Object};
-use super::{header_name_problem, is_token_char, ConfigError};
+use super::{is_token_char, request_header_problem, ConfigError};
 
 /// Most rules in `deny`.
 pub const MAX_DENY_RULES: usize = 64;
@@ -224,15 +224,7 @@ fn read_header(at: &At<'_>) -> Result<HeaderCondition, ConfigError> {
     let name = match object.required("name")? {
         Some(name_at) => {
             let name = name_at.string()?;
-            let problem = if name.bytes().any(|c| c.is_ascii_uppercase()) {
-                Some(format!("\"{name}\" must be lower-case"))
-            } else if let Some(pseudo) = name.strip_prefix(':') {
-                // `:authority` and the like: a pseudo-header is a token after its colon.
-                header_name_problem(pseudo)
-            } else {
-                header_name_problem(&name)
-            };
-            if let Some(reason) = problem {
+            if let Some(reason) = request_header_problem(&name, true) {
                 return Err(name_at.error(reason));
             }
             name

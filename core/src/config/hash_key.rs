@@ -2,7 +2,7 @@
 
 use super::json::{At, Object};
 use super::policy::{only_for, Policy};
-use super::{header_name_problem, ConfigError, MAX_NAME_LEN};
+use super::{header_name_problem, request_header_problem, ConfigError, MAX_NAME_LEN};
 
 /// Most `hash_key` sources.
 pub const MAX_HASH_SOURCES: usize = 8;
@@ -60,12 +60,7 @@ fn read_source(at: &At<'_>) -> Result<HashSource, ConfigError> {
     match kind {
         "header" => {
             let name = value.string()?;
-            let problem = if name.bytes().any(|c| c.is_ascii_uppercase()) {
-                Some(format!("\"{name}\" must be lower-case"))
-            } else {
-                header_name_problem(&name)
-            };
-            match problem {
+            match request_header_problem(&name, false) {
                 Some(reason) => Err(value.error(reason)),
                 None => Ok(HashSource::Header(name)),
             }

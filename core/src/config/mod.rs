@@ -234,6 +234,18 @@ fn is_token_char(c: u8) -> bool {
     c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c)
 }
 
+/// Why `name` cannot name a request header eisodos reads, if it cannot: a header name in lower
+/// case (Envoy's header maps are); with `pseudo`, also a pseudo-header such as `:authority`.
+fn request_header_problem(name: &str, pseudo: bool) -> Option<String> {
+    if name.bytes().any(|c| c.is_ascii_uppercase()) {
+        return Some(format!("\"{name}\" must be lower-case"));
+    }
+    match name.strip_prefix(':') {
+        Some(rest) if pseudo => header_name_problem(rest),
+        _ => header_name_problem(name),
+    }
+}
+
 /// Why `name` cannot be a header name, if it cannot.
 fn header_name_problem(name: &str) -> Option<String> {
     if name.is_empty() {

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 
 use super::hash_key::{read_sources, HashSource};
 use super::json::{At, Object};
-use super::{header_name_problem, Backend, ConfigError};
+use super::{header_name_problem, request_header_problem, Backend, ConfigError};
 
 /// Most subsets.
 pub const MAX_SUBSETS: usize = 64;
@@ -354,8 +354,8 @@ fn read_named(at: &At<'_>, header: bool) -> Result<(String, ValueTest), ConfigEr
     let name = match object.required("name")? {
         Some(name_at) => {
             let name = name_at.string()?;
-            let problem = if header && name.bytes().any(|c| c.is_ascii_uppercase()) {
-                Some(format!("\"{name}\" must be lower-case"))
+            let problem = if header {
+                request_header_problem(&name, false)
             } else {
                 header_name_problem(&name)
             };
