@@ -5,7 +5,7 @@
 use eisodos_core::balancer::{affinity_token, affinity_token_text};
 
 use crate::fake_host::FakeHost;
-use crate::wiring_tests::{configured, request, routed_to, THREE};
+use crate::wiring_tests::{configured, request, routed_to, ROUND_ROBIN_CALLS, THREE};
 
 const STICKY: &str = r#""session_affinity": {"cookie": "eisodos_backend", "ttl_s": 3600, "attributes": "Path=/; HttpOnly; SameSite=Lax"}"#;
 
@@ -26,12 +26,7 @@ fn off_the_request_makes_the_calls_it_always_made_and_the_response_none() {
     );
     assert_eq!(
         host.take_calls(),
-        [
-            "get_shared_data",
-            "set_shared_data",
-            "set_request_header",
-            "set_property"
-        ],
+        ROUND_ROBIN_CALLS,
         "the cookie is not read"
     );
     assert_eq!(

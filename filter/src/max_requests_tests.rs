@@ -9,7 +9,7 @@ use crate::fake_host::FakeHost;
 use crate::http::REASON_KEY;
 use crate::metrics_tests::until_flushed;
 use crate::root::EisodosRoot;
-use crate::wiring_tests::{configured, request, routed_to};
+use crate::wiring_tests::{configured, request, routed_to, ROUND_ROBIN_CALLS};
 
 /// Every policy, with the fields it needs.
 const POLICIES: [&str; 5] = [
@@ -136,15 +136,7 @@ fn without_caps_a_request_makes_the_calls_it_made_before() {
     let three = crate::wiring_tests::THREE;
     let (host, root) = configured(&format!(r#"{{"policy": "round_robin", {three}}}"#));
     let (_, stream) = request(&host, &root, &[(":path", "/")]);
-    assert_eq!(
-        host.take_calls(),
-        [
-            "get_shared_data",
-            "set_shared_data",
-            "set_request_header",
-            "set_property"
-        ]
-    );
+    assert_eq!(host.take_calls(), ROUND_ROBIN_CALLS);
     stream.on_log(&host);
     assert_eq!(host.take_calls(), Vec::<&str>::new());
     assert!(!root.balancer().unwrap().counts_in_flight());

@@ -4,7 +4,7 @@
 
 use crate::fake_host::FakeHost;
 use crate::http::REASON_KEY;
-use crate::wiring_tests::{configured, request, routed_to};
+use crate::wiring_tests::{configured, request, routed_to, ROUND_ROBIN_CALLS};
 
 const BACKENDS: &str =
     r#""backends": [{"cluster": "v1_a"}, {"cluster": "v1_b"}, {"cluster": "v2"}]"#;
@@ -29,13 +29,6 @@ fn calls_of(
     request(host, root, headers);
     (host.take_calls(), host.take_headers_read())
 }
-
-const ROUND_ROBIN_CALLS: [&str; 4] = [
-    "get_shared_data",
-    "set_shared_data",
-    "set_request_header",
-    "set_property",
-];
 
 #[test]
 fn without_subsets_a_request_makes_the_calls_it_always_made() {

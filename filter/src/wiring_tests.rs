@@ -72,6 +72,15 @@ fn info(message: &str) -> (LogLevel, String) {
     (LogLevel::Info, message.to_owned())
 }
 
+/// A round-robin request's host calls: the ticket's get and CAS set, the cluster header, the
+/// reason in filter state. What a feature that is off must leave unchanged.
+pub const ROUND_ROBIN_CALLS: [&str; 4] = [
+    "get_shared_data",
+    "set_shared_data",
+    "set_request_header",
+    "set_property",
+];
+
 #[test]
 fn a_good_configuration_is_accepted_and_logged() {
     let host = FakeHost::new();
@@ -159,12 +168,7 @@ fn the_reason_is_left_in_filter_state_with_one_host_call() {
     assert_eq!(host.filter_state(REASON_KEY).as_deref(), Some("ticket"));
     assert_eq!(
         host.take_calls(),
-        [
-            "get_shared_data",
-            "set_shared_data",
-            "set_request_header",
-            "set_property"
-        ],
+        ROUND_ROBIN_CALLS,
         "the ticket, the header, and the reason: one call more than routing alone"
     );
 }
