@@ -13,6 +13,7 @@ envoy := env_var_or_default("ENVOY_BIN", venv / "bin/envoy")
 wasm := justfile_directory() / "target/wasm32-wasip1/release/eisodos.wasm"
 envoy_version := "1.40.*"
 promql_parser_version := "0.12.*"
+cargo_deny_version := "0.20.2"
 
 # List the recipes.
 default:
@@ -120,6 +121,27 @@ chaos MODE BACKEND DELAY_MS="1000":
         ok) docker compose start "{{BACKEND}}"; set_state ok ;;
         *) echo "chaos: MODE is slow, fail, kill or ok, not {{MODE}}" >&2; exit 2 ;;
     esac
+
+# cargo-deny with deny.toml: licences, bans (duplicate versions, wildcards, the SDK), sources (crates.io only), and RustSec advisories when the database can be fetched or a clone of it is already there. Needs cargo-deny: without it the recipe prints the command that installs it.
+deny:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if ! cargo deny --version >/dev/null 2>&1; then
+        echo "deny: cargo-deny is not installed: cargo install cargo-deny --locked --version {{cargo_deny_version}}" >&2
+        exit 1
+    fi
+    cargo deny --locked check licenses bans sources
+    # The advisory database is a git clone from github.com: fetch it when the network allows,
+    # otherwise use the clone already there (saying how old it is), otherwise say nothing was checked.
+    db_root="${CARGO_HOME:-$HOME/.cargo}/advisory-dbs"
+    if fetch=$(cargo deny fetch db 2>&1); then
+        cargo deny --locked check advisories
+    elif db=$(ls -d "$db_root"/advisory-db-*/ 2>/dev/null | head -n1) && [ -n "$db" ]; then
+        echo "deny: advisory database not fetched ($(tail -n1 <<<"$fetch")); checking against the clone in $db, last commit $(git -C "$db" log -1 --format=%cs)"
+        cargo deny --locked --offline check advisories
+    else
+        echo "deny: advisories NOT checked: the advisory database could not be fetched ($(tail -n1 <<<"$fetch")) and $db_root has no clone (README, Supply chain)" >&2
+    fi
 
 # Everything CI runs: lint, validate, test.
 ci: lint validate test
