@@ -143,6 +143,11 @@ deny:
         echo "deny: advisories NOT checked: the advisory database could not be fetched ($(tail -n1 <<<"$fetch")) and $db_root has no clone (README, Supply chain)" >&2
     fi
 
+# Which crate the .wasm's code comes from: an unstripped release build into target/unstripped, its functions' sizes summed by crate (README, Runtime dependencies).
+wasm-crates: build
+    CARGO_PROFILE_RELEASE_STRIP=false CARGO_TARGET_DIR=target/unstripped cargo build --release --target wasm32-wasip1 -p eisodos-filter
+    python3 tools/wasm_crates.py target/unstripped/wasm32-wasip1/release/eisodos.wasm "{{wasm}}"
+
 # Everything CI runs: lint, validate, test.
 ci: lint validate test
 
