@@ -38,7 +38,8 @@ def leb(data, i):
 
 def read(path):
     """(section sizes, imported function count, body sizes, function names by index)."""
-    data = open(path, "rb").read()
+    with open(path, "rb") as file:
+        data = file.read()
     sections, names, bodies, imported = collections.Counter(), {}, [], 0
     i = 8
     while i < len(data):
