@@ -148,7 +148,7 @@ wasm-crates: build
     CARGO_PROFILE_RELEASE_STRIP=false CARGO_TARGET_DIR=target/unstripped cargo build --release --target wasm32-wasip1 -p eisodos-filter
     python3 tools/wasm_crates.py target/unstripped/wasm32-wasip1/release/eisodos.wasm "{{wasm}}"
 
-# Everything CI runs: lint, validate, test.
+# Everything CI runs but `just deny` (which .ci/run adds when cargo-deny is installed): lint, validate, test.
 ci: lint validate test
 
 # Benchmark eisodos against Envoy's native load balancing (about 30 minutes with valgrind installed; writes bench/results/latest.*). `just bench --quick` for a short run, `just bench --only SECTION` for one section.
