@@ -4,6 +4,11 @@
 
 use crate::store::{SetError, SharedStore};
 
+/// How far apart two workers' clocks may read at one moment. An expiry later than `now + ttl`
+/// by more than this was not written by a holder of this lease (a holder writes its `now +
+/// ttl`): it is garbage, and trusting it would stop probing until that time, possibly forever.
+pub const CLOCK_SKEW_MS: u64 = 1000;
+
 /// A lease under one shared-data key: holder id and expiry, 16 bytes.
 #[derive(Debug, Clone)]
 pub struct Lease {
@@ -25,11 +30,17 @@ impl Lease {
     }
 
     /// Takes or renews the lease at `now_ms`. True when this VM holds it afterwards. One get,
-    /// and one CAS set when held or free; a lost CAS means another VM got there first.
+    /// and one CAS set when held or free; a lost CAS means another VM got there first. A value
+    /// that is not a lease (not 16 bytes, or expiring more than one ttl ahead) counts as free
+    /// and is overwritten.
     pub fn hold(&self, store: &dyn SharedStore, now_ms: u64) -> bool {
         let (holder, expires, cas) = match store.get(&self.key) {
             Ok(Some((bytes, cas))) => {
-                let (holder, expires) = decode(&bytes).unwrap_or((0, 0));
+                let (holder, expires) = decode(&bytes)
+                    .filter(|&(_, expires)| {
+                        expires <= now_ms.saturating_add(self.ttl_ms + CLOCK_SKEW_MS)
+                    })
+                    .unwrap_or((0, 0));
                 (holder, expires, Some(cas))
             }
             Ok(None) => (0, 0, None),
@@ -54,10 +65,12 @@ fn encode(holder: u64, expires_ms: u64) -> [u8; 16] {
     out
 }
 
+/// Holder and expiry of exactly 16 bytes; `None` for any other length.
 fn decode(bytes: &[u8]) -> Option<(u64, u64)> {
-    let holder = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
-    let expires = u64::from_le_bytes(bytes.get(8..16)?.try_into().ok()?);
-    Some((holder, expires))
+    let bytes: &[u8; 16] = bytes.try_into().ok()?;
+    let (holder, expires) = bytes.split_first_chunk::<8>()?;
+    let expires: &[u8; 8] = expires.try_into().ok()?;
+    Some((u64::from_le_bytes(*holder), u64::from_le_bytes(*expires)))
 }
 
 #[cfg(test)]
@@ -110,5 +123,30 @@ mod tests {
         let store = MemoryStore::new();
         store.set("lease", b"junk", None).unwrap();
         assert!(Lease::new("lease".into(), 9, 100).hold(&store, 0));
+    }
+
+    /// Found by the fuzz harness (`lease` target): a value naming another holder and an
+    /// expiry far ahead was trusted, so no VM would probe until then (never, for u64::MAX).
+    #[test]
+    fn a_lease_expiring_beyond_one_ttl_is_garbage_and_taken() {
+        let store = MemoryStore::new();
+        store.set("lease", &encode(7, u64::MAX), None).unwrap();
+        let me = Lease::new("lease".into(), 9, 250);
+        assert!(me.hold(&store, 1_000_000), "taken at once");
+        assert_eq!(decode(&store.value("lease").unwrap()), Some((9, 1_000_250)));
+        // A real holder's expiry, a worker's clock a little behind, is still honoured.
+        store
+            .set("lease", &encode(7, 1_000_250 + CLOCK_SKEW_MS), None)
+            .unwrap();
+        assert!(!me.hold(&store, 1_000_000));
+    }
+
+    #[test]
+    fn a_value_longer_than_a_lease_is_garbage() {
+        let store = MemoryStore::new();
+        let mut long = encode(7, 2_000).to_vec();
+        long.push(0);
+        store.set("lease", &long, None).unwrap();
+        assert!(Lease::new("lease".into(), 9, 250).hold(&store, 1_900));
     }
 }
