@@ -66,10 +66,14 @@ impl Prober {
                 }
                 *slot = None;
             }
-            if backend.last_probe_ms == 0
-                || now_ms
-                    >= backend.last_probe_ms
-                        + interval_with_jitter(config, index, backend.last_probe_ms)
+            let last = backend.last_probe_ms;
+            let interval = interval_with_jitter(config, index, last);
+            // A last probe more than an interval ahead of now was not written by this clock
+            // (a corrupt record, or the clock set back): waiting for it could mean never
+            // probing again, so probe now.
+            if last == 0
+                || now_ms >= last.saturating_add(interval)
+                || last > now_ms.saturating_add(interval)
             {
                 due.push(index);
             }
@@ -164,6 +168,20 @@ mod tests {
         assert_eq!(prober.due(&record, &config(0), 5_999), Vec::<usize>::new());
         assert_eq!(prober.due(&record, &config(0), 6_000), [0]);
         assert_eq!(prober.due(&record, &config(0), 6_400), [0, 1]);
+    }
+
+    /// Found by the fuzz harness (`config_bytes`, garbage under the health record): a last
+    /// probe time near u64::MAX overflowed the addition (a panic in a debug build), and one
+    /// far ahead stopped the backend's probes until then.
+    #[test]
+    fn a_last_probe_far_ahead_of_now_is_due_at_once() {
+        let prober = Prober::new(3);
+        let mut record = HealthRecord::initial(3, true);
+        record.backends[0].last_probe_ms = u64::MAX;
+        record.backends[1].last_probe_ms = 1 << 60;
+        // Ahead by less than an interval: another worker's clock, honoured.
+        record.backends[2].last_probe_ms = 5_500;
+        assert_eq!(prober.due(&record, &config(10), 5_000), [0, 1]);
     }
 
     #[test]
