@@ -221,7 +221,12 @@ impl InflightTable {
     /// The record after adding `delta` to `index` and this VM's debt. Counts never go below
     /// zero (a release can only follow its own acquire, so zero means a lost record).
     fn apply(&self, bytes: &[u8], index: usize, delta: i64) -> Vec<u8> {
-        let mut record = bytes.to_vec();
+        // Whole slots only: a partial last slot reads as 0 (see `slot`), and must be written
+        // as 0, not padded into a count nobody took.
+        let mut record = bytes
+            .get(..bytes.len() / 4 * 4)
+            .unwrap_or_default()
+            .to_vec();
         record.resize(self.backends * 4, 0);
         let debt = self.debt.borrow();
         if debt.is_empty() {
@@ -460,6 +465,23 @@ mod tests {
         table.acquire(&store, |_| Some(2));
         assert_eq!(table.counts(&store), [2, 0, 1]);
         assert_eq!(store.value(table.key()).unwrap().len(), 12);
+    }
+
+    /// Found by the fuzz harness (`inflight`): a record ending in a partial slot read as 0 for
+    /// that backend, but the next write padded the partial bytes into a count (76 here) that
+    /// no request held and no release could take back.
+    #[test]
+    fn a_partial_last_slot_reads_and_is_written_as_zero() {
+        let store = MemoryStore::new();
+        let mut record = 2_u32.to_le_bytes().to_vec();
+        record.push(76);
+        store.set("eisodos.test.inflight", &record, None).unwrap();
+        let table = table(&store);
+        table.acquire(&store, |snapshot| {
+            assert_eq!(snapshot.get(1), 0);
+            Some(2)
+        });
+        assert_eq!(table.counts(&store), [2, 0, 1]);
     }
 
     /// Threads acquiring and releasing on one store end at zero, with debt flushed.
