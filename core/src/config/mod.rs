@@ -81,8 +81,23 @@ impl ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.field, self.reason)
+        write_one_line(f, &self.field)?;
+        f.write_str(": ")?;
+        write_one_line(f, &self.reason)
     }
+}
+
+/// `text` with control characters escaped (`\n`, `\u{1b}`): a key or value quoted from the
+/// configuration cannot break the error's one line, in Envoy's log or the checker's output.
+fn write_one_line(f: &mut fmt::Formatter<'_>, text: &str) -> fmt::Result {
+    for c in text.chars() {
+        if c.is_control() {
+            write!(f, "{}", c.escape_default())?;
+        } else {
+            write!(f, "{c}")?;
+        }
+    }
+    Ok(())
 }
 
 impl std::error::Error for ConfigError {}
@@ -275,6 +290,20 @@ mod tests {
 
     pub(super) fn rejected(json: &str) -> ConfigError {
         parse(json).expect_err("configuration should be rejected")
+    }
+
+    /// Found by the fuzz harness (`config_tree`): an unknown key holding a newline was
+    /// quoted as it was, so the `field: reason` line broke in two in Envoy's log.
+    #[test]
+    fn an_error_quoting_a_control_character_stays_on_one_line() {
+        let err = Config::parse(br#"{"a\nb\u001b": 1}"#).unwrap_err();
+        assert_eq!(err.field, "a\nb\u{1b}");
+        let line = err.to_string();
+        assert!(!line.contains('\n') && !line.contains('\u{1b}'), "{line}");
+        assert!(
+            line.starts_with("a\\nb\\u{1b}: unknown field `a\\nb\\u{1b}`"),
+            "{line}"
+        );
     }
 
     #[test]
