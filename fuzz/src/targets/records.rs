@@ -1,0 +1,276 @@
+//! Every shared-data record under arbitrary bytes: another filter, an older eisodos or a
+//! corrupt write may leave anything under a key. Each target writes garbage under the key,
+//! runs the code that reads it, and asserts how the value was taken: as absent (and
+//! rewritten in eisodos' form) when it is not a record, and never so that a count wraps,
+//! passes a cap, or holds state forever.
+
+use arbitrary::{Result, Unstructured};
+use eisodos_core::health::lease::{Lease, CLOCK_SKEW_MS};
+use eisodos_core::health::record::{HealthRecord, HealthStore};
+use eisodos_core::inflight::{Commit, InflightTable};
+use eisodos_core::memory_store::MemoryStore;
+use eisodos_core::store::SharedStore;
+use eisodos_core::ticket::{TicketCounter, TicketSource};
+use eisodos_core::token_bucket::{Bucket, Rate, ENCODED_LEN, MICRO};
+
+const KEY: &str = "eisodos.fuzz.record";
+
+/// A store holding `garbage` under [`KEY`].
+fn store_with(garbage: &[u8]) -> MemoryStore {
+    let store = MemoryStore::new();
+    assert!(store.set(KEY, garbage, None).is_ok());
+    store
+}
+
+/// The round-robin ticket: any 8 bytes are a counter; anything else counts as 0 and is
+/// rewritten.
+pub fn ticket(input: &[u8]) {
+    let _ = ticket_inner(&mut Unstructured::new(input));
+}
+
+fn ticket_inner(u: &mut Unstructured<'_>) -> Result<()> {
+    let batch = u.int_in_range(1..=4u32)?;
+    let garbage: &[u8] = u.arbitrary()?;
+    let store = store_with(garbage);
+    let counter = TicketCounter::with_batch(KEY.to_owned(), batch);
+    assert!(counter.ensure_created(&store).is_ok());
+    assert_eq!(
+        store.value(KEY).as_deref(),
+        Some(garbage),
+        "an existing key is kept"
+    );
+    let start = <[u8; 8]>::try_from(garbage).map_or(0, u64::from_le_bytes);
+    let first = counter.take(&store);
+    assert_eq!(first.value, start);
+    assert_eq!(first.source, TicketSource::Shared);
+    assert_eq!(
+        store.value(KEY),
+        Some(start.wrapping_add(u64::from(batch)).to_le_bytes().to_vec()),
+        "rewritten as a counter"
+    );
+    for i in 1..u64::from(batch) {
+        let next = counter.take(&store);
+        assert_eq!(next.value, start.wrapping_add(i));
+        assert_eq!(next.source, TicketSource::Claimed);
+    }
+    Ok(())
+}
+
+/// The in-flight table: a `u32` per backend, no tag. A short record reads zeros past its
+/// end, a long one is cut to the backend count by the next write; counts floor at 0 and
+/// saturate at `u32::MAX`, and a capped pick sees the real count.
+pub fn inflight(input: &[u8]) {
+    let _ = inflight_inner(&mut Unstructured::new(input));
+}
+
+fn inflight_inner(u: &mut Unstructured<'_>) -> Result<()> {
+    let backends = u.int_in_range(1..=8usize)?;
+    let cap = u.int_in_range(1..=4u32)?;
+    let garbage: &[u8] = u.arbitrary()?;
+    let store = store_with(garbage);
+    let table = InflightTable::new(KEY.to_owned(), backends);
+    // Retired: every release is written at once, so the model below is exact.
+    assert_eq!(table.retire(&store), Commit::Written);
+    let mut model: Vec<u32> = (0..backends)
+        .map(|i| {
+            let start = i * 4;
+            garbage
+                .get(start..start + 4)
+                .and_then(|slot| <[u8; 4]>::try_from(slot).ok())
+                .map_or(0, u32::from_le_bytes)
+        })
+        .collect();
+    assert_eq!(table.counts(&store), model, "the counts read");
+    for _ in 0..u.int_in_range(1..=16)? {
+        let index = u.choose_index(backends)?;
+        if u.arbitrary()? {
+            let expected = model.get(index).copied().unwrap_or(0);
+            let picked = table.acquire_deferring(
+                &store,
+                |snapshot| {
+                    assert_eq!(snapshot.get(index), expected, "the pick sees the record");
+                    (snapshot.get(index) < cap).then_some(index)
+                },
+                |_| false,
+            );
+            if expected < cap {
+                assert_eq!(picked, Some((index, Commit::Written)));
+                if let Some(count) = model.get_mut(index) {
+                    *count += 1;
+                    assert!(*count <= cap, "a capped backend never passes its cap");
+                }
+            } else {
+                assert_eq!(picked, None, "a full backend is not taken");
+            }
+        } else {
+            assert_eq!(table.release(&store, index), Commit::Written);
+            if let Some(count) = model.get_mut(index) {
+                *count = count.saturating_sub(1);
+            }
+        }
+        assert_eq!(table.counts(&store), model, "no wrap, no underflow");
+        if let Some(record) = store.value(KEY) {
+            if record != garbage {
+                assert_eq!(record.len(), backends * 4, "a write has the table's length");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The health record: exactly one entry per backend or it is the initial state, and the
+/// next update rewrites it whole.
+pub fn health(input: &[u8]) {
+    let _ = health_inner(&mut Unstructured::new(input));
+}
+
+fn health_inner(u: &mut Unstructured<'_>) -> Result<()> {
+    let backends = u.int_in_range(1..=6usize)?;
+    let healthy: bool = u.arbitrary()?;
+    let initial = HealthRecord::initial(backends, healthy);
+    let entry = initial.encode().len() / backends;
+    // Garbage of the right length half of the time, to reach the entry decoder.
+    let garbage: Vec<u8> = if u.arbitrary()? {
+        (0..backends * entry)
+            .map(|_| u.arbitrary())
+            .collect::<Result<_>>()?
+    } else {
+        u.arbitrary()?
+    };
+    let version: &[u8] = u.arbitrary()?;
+    let store = store_with(&garbage);
+    let health = HealthStore::new(KEY.to_owned(), backends, healthy);
+    let [_, version_key] = health.keys();
+    let version_key = version_key.to_owned();
+    assert!(store.set(&version_key, version, None).is_ok());
+    assert!(health.ensure_created(&store).is_ok());
+
+    let decoded = HealthRecord::decode(&garbage, backends);
+    assert_eq!(decoded.is_some(), garbage.len() == backends * entry);
+    if let Some(record) = &decoded {
+        // Any non-zero `healthy` byte reads as healthy; the rest of the entry is kept as is.
+        assert_eq!(
+            HealthRecord::decode(&record.encode(), backends).as_ref(),
+            Some(record)
+        );
+    }
+    let read = health.read(&store);
+    assert_eq!(read, decoded.clone().unwrap_or_else(|| initial.clone()));
+    let _ = health.version(&store);
+    let index = u.choose_index(backends)?;
+    let written = health.update(&store, |record| {
+        if let Some(backend) = record.backends.get_mut(index) {
+            backend.failures = backend.failures.saturating_add(1);
+        }
+        true
+    });
+    let Some(written) = written else {
+        panic!("an uncontended update is written");
+    };
+    let mut expected = decoded.unwrap_or(initial);
+    if let Some(backend) = expected.backends.get_mut(index) {
+        backend.failures = backend.failures.saturating_add(1);
+    }
+    assert_eq!(written, expected, "the update starts from the record read");
+    assert_eq!(store.value(KEY), Some(written.encode()), "rewritten whole");
+    assert!(
+        health.version(&store).is_some(),
+        "the version is rewritten as one"
+    );
+    Ok(())
+}
+
+/// The rate-limit bucket: a value that is not a tagged bucket of this layout is a full
+/// bucket (as documented), and whatever it says, a refill never holds more than the burst
+/// and a take never takes more than is there.
+pub fn bucket(input: &[u8]) {
+    let _ = bucket_inner(&mut Unstructured::new(input));
+}
+
+fn bucket_inner(u: &mut Unstructured<'_>) -> Result<()> {
+    let layout = u.int_in_range(1..=4u32)?;
+    // A tagged value with arbitrary contents half of the time, to get past the tag.
+    let garbage: Vec<u8> = if u.arbitrary()? {
+        let bucket = Bucket {
+            micro_tokens: u.arbitrary()?,
+            last_ms: u.arbitrary()?,
+        };
+        let written_layout = if u.ratio(3, 4)? {
+            layout
+        } else {
+            u.arbitrary()?
+        };
+        bucket.encode(written_layout).to_vec()
+    } else {
+        u.arbitrary()?
+    };
+    let decoded = Bucket::decode(&garbage, layout);
+    if garbage.len() != ENCODED_LEN || !garbage.starts_with(b"ERL1") {
+        assert_eq!(decoded, None, "foreign bytes are not a bucket");
+    }
+    if let Some(bucket) = decoded {
+        assert_eq!(
+            bucket.encode(layout).to_vec(),
+            garbage,
+            "a bucket round-trips"
+        );
+        assert_eq!(Bucket::decode(&garbage, layout.wrapping_add(1)), None);
+    }
+    let burst = u.int_in_range(1..=1000u32)?;
+    let rate = Rate::new(u.int_in_range(1..=1_000_000_000_000u64)?, burst);
+    let capacity = u64::from(burst) * MICRO;
+    let mut bucket = decoded.unwrap_or(Bucket::FULL);
+    let mut now: u64 = u.arbitrary()?;
+    for _ in 0..u.int_in_range(1..=8)? {
+        if u.ratio(1, 4)? {
+            now = u.arbitrary()?;
+        }
+        let refilled = rate.refill(bucket, now);
+        assert!(refilled.micro_tokens <= capacity, "never above the burst");
+        let want = u.int_in_range(1..=8u32)?;
+        let (taken, after) = rate.take(refilled, want);
+        assert!(taken <= want && u64::from(taken) <= refilled.tokens());
+        assert_eq!(
+            after.micro_tokens,
+            refilled.micro_tokens - u64::from(taken) * MICRO
+        );
+        let _ = rate.wait_ms(after);
+        bucket = Bucket::decode(&after.encode(layout), layout).unwrap_or(Bucket::FULL);
+        assert_eq!(bucket, after, "written and read back");
+    }
+    Ok(())
+}
+
+/// The probe lease: a value that is not a lease a VM could have written (16 bytes, expiring
+/// within one ttl and the clock skew) is free. Whatever is stored, some VM holds the lease one ttl later, so
+/// garbage can never stop health checking for good.
+pub fn lease(input: &[u8]) {
+    let _ = lease_inner(&mut Unstructured::new(input));
+}
+
+fn lease_inner(u: &mut Unstructured<'_>) -> Result<()> {
+    let ttl = u.int_in_range(1..=60_000u64)?;
+    let now = u.int_in_range(1_000_000_000_000..=4_000_000_000_000u64)?;
+    let garbage: Vec<u8> = if u.arbitrary()? {
+        // A well-formed value: a holder and an expiry anywhere.
+        let holder: u64 = u.arbitrary()?;
+        let expires: u64 = if u.arbitrary()? {
+            now.saturating_add(u.int_in_range(0..=ttl)?)
+        } else {
+            u.arbitrary()?
+        };
+        [holder.to_le_bytes(), expires.to_le_bytes()].concat()
+    } else {
+        u.arbitrary()?
+    };
+    let store = store_with(&garbage);
+    let me = Lease::new(KEY.to_owned(), u.int_in_range(1..=u64::MAX)?, ttl);
+    let other = Lease::new(KEY.to_owned(), u.int_in_range(1..=u64::MAX)?, ttl);
+    let _ = me.hold(&store, now);
+    let later = now + ttl + CLOCK_SKEW_MS + 1;
+    assert!(
+        me.hold(&store, later) || other.hold(&store, later),
+        "someone holds the lease one ttl later"
+    );
+    Ok(())
+}
