@@ -161,6 +161,10 @@ bench *ARGS: build
     cargo bench -p eisodos-core --bench selection
     ENVOY_BIN="{{envoy}}" cargo run --release -p eisodos-bench -- {{ARGS}}
 
+# Fuzz every target (or the TARGETS named) for SECONDS each with the stable-toolchain harness in fuzz/, and print executions per target. A failing input is saved under target/fuzz-crashes/ (`cargo run --profile fuzz -p eisodos-fuzz -- --replay TARGET FILE`). `cargo test` runs a short fixed-seed smoke of every target.
+fuzz SECONDS="60" *TARGETS:
+    cargo run --quiet --profile fuzz -p eisodos-fuzz -- --seconds {{SECONDS}} {{TARGETS}}
+
 # Run the integration tests N times idle and N times with one core kept busy, from a clean build directory (target/stress); prints failures per test.
 stress-tests N="10": setup
     ENVOY_BIN="{{envoy}}" python3 tools/stress_tests.py {{N}}
