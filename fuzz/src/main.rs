@@ -98,6 +98,10 @@ fn run(seconds: u64, seed: u64, targets: &[&Target]) -> ExitCode {
                     report.per_second(),
                     report.elapsed.as_secs_f64()
                 );
+                if report.target.starts_with("config_") {
+                    // Counted since the previous config target.
+                    println!("  configs {}", eisodos_fuzz::targets::config_outcomes());
+                }
             }
             Err(crash) => {
                 println!(

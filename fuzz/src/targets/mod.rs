@@ -1,6 +1,8 @@
 //! The targets: the config reader, request-key extraction, and every shared-data record.
 
 mod config;
+
+pub use config::outcomes as config_outcomes;
 mod records;
 mod request;
 
