@@ -153,6 +153,9 @@ pub extern "C" fn proxy_on_http_call_response(
 /// behaviour.
 #[no_mangle]
 pub extern "C" fn proxy_on_request_headers(id: u32, _headers: usize, _end_of_stream: u32) -> u32 {
+    // Test builds only (the `crash-trigger` feature): a request can kill the VM on purpose.
+    #[cfg(feature = "crash-trigger")]
+    crate::crash_trigger::check(&AbiHost);
     let stream = STREAMS.with(|streams| streams.borrow().get(&id).cloned());
     let Some(mut stream) = stream else {
         return abi::CONTINUE;

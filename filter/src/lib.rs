@@ -16,6 +16,8 @@ mod abi;
 mod abi_host;
 #[cfg(test)]
 mod affinity_tests;
+#[cfg(all(target_arch = "wasm32", feature = "crash-trigger"))]
+mod crash_trigger;
 #[cfg(test)]
 mod deny_tests;
 #[cfg(target_arch = "wasm32")]
