@@ -52,6 +52,8 @@ pub struct EnvoyBuilder {
     remote_code: Option<RemoteCode>,
     hcm_fields: Vec<(String, Value)>,
     extra_clusters: Vec<Value>,
+    wasm_file: Option<PathBuf>,
+    failure_policy: Option<String>,
 }
 
 impl EnvoyBuilder {
@@ -104,6 +106,20 @@ impl EnvoyBuilder {
         self
     }
 
+    /// Loads this `.wasm` instead of the built filter (for example the crash-trigger build,
+    /// [`crate::crash_wasm`]).
+    pub fn wasm_file(mut self, path: &Path) -> Self {
+        self.wasm_file = Some(path.to_path_buf());
+        self
+    }
+
+    /// Sets the Wasm filter's `failure_policy` (`FAIL_CLOSED`, `FAIL_OPEN`, `FAIL_RELOAD`)
+    /// instead of the shipped one.
+    pub fn failure_policy(mut self, policy: &str) -> Self {
+        self.failure_policy = Some(policy.to_owned());
+        self
+    }
+
     /// Removes the Wasm filter from `http_filters` (the route protection must still hold).
     pub fn without_filter(mut self) -> Self {
         self.with_filter = false;
@@ -140,8 +156,14 @@ impl EnvoyBuilder {
             if let Some(remote) = &self.remote_code {
                 *at(wasm, "/vm_config/code")? = remote.code();
             } else {
-                let wasm_path = paths::try_wasm_path()?;
+                let wasm_path = match &self.wasm_file {
+                    Some(path) => path.clone(),
+                    None => paths::try_wasm_path()?,
+                };
                 *at(wasm, "/vm_config/code/local/filename")? = json!(wasm_path.to_string_lossy());
+            }
+            if let Some(policy) = &self.failure_policy {
+                *at(wasm, "/failure_policy")? = json!(policy);
             }
             let value = at(wasm, "/configuration/value")?;
             let plugin = match &self.plugin_config {
@@ -295,6 +317,8 @@ impl Envoy {
             remote_code: None,
             hcm_fields: Vec::new(),
             extra_clusters: Vec::new(),
+            wasm_file: None,
+            failure_policy: None,
         }
     }
 

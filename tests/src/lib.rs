@@ -14,6 +14,7 @@
 
 pub mod client;
 pub mod collector;
+pub mod crash_wasm;
 pub mod envoy;
 pub mod envoy_gateway;
 pub mod exclusive;
