@@ -36,7 +36,7 @@ build: setup
     cargo build --release --target wasm32-wasip1 -p eisodos-filter
     @echo "built {{wasm}} ($(stat -c %s {{wasm}}) bytes)"
 
-# Package the built filter into dist/: eisodos.wasm, its sha256, a Dockerfile, and the same image as an OCI image layout (dist/oci), made without Docker.
+# Package the built filter into dist/: eisodos.wasm, its sha256, a Dockerfile, the third-party notices, and the same image as an OCI image layout (dist/oci), made without Docker.
 package: build
     python3 tools/package.py --wasm "{{wasm}}" --out dist
 

@@ -9,6 +9,8 @@ Writes into DIR (default dist/; its oci/ is replaced, other files are left alone
   eisodos.wasm          the filter, copied from --wasm
   eisodos.wasm.sha256   its digest in `sha256sum` format (for `vm_config.code.remote.sha256`)
   Dockerfile            FROM scratch, one layer: plugin.wasm at the root
+  THIRD-PARTY-NOTICES.txt, THIRD-PARTY-NOTICES-rust-std.html
+                        the notices of what the .wasm holds besides eisodos (tools/notices.py)
   oci/                  an OCI image layout (oci-layout, index.json, blobs/sha256/...) of that
                         image, tagged TAG (annotation org.opencontainers.image.ref.name),
                         by default the workspace version from Cargo.toml
@@ -36,6 +38,8 @@ import sys
 import tarfile
 from pathlib import Path
 
+import notices
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "eisodos.wasm"
 
@@ -46,6 +50,9 @@ MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 CONFIG = "application/vnd.oci.image.config.v1+json"
 LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 REF_NAME = "org.opencontainers.image.ref.name"
+
+# The third-party notices beside the .wasm.
+NOTICES_FILE = "THIRD-PARTY-NOTICES.txt"
 
 # The file name both fetchers look for inside the layer.
 PLUGIN_FILE = "plugin.wasm"
@@ -151,13 +158,16 @@ def package(wasm_path: Path, out: Path, tag: str) -> None:
     (out / "eisodos.wasm").write_bytes(wasm)
     (out / "eisodos.wasm.sha256").write_text(f"{sha256(wasm)}  eisodos.wasm\n")
     (out / "Dockerfile").write_text(DOCKERFILE)
+    (out / NOTICES_FILE).write_text(notices.notices(notices.metadata()))
+    shutil.copyfile(notices.rust_std_notices(), out / notices.RUST_STD_FILE)
     roles = write_layout(out / "oci", wasm, tag)
     print_listing(out, wasm, roles, tag)
 
 
 def print_listing(out: Path, wasm: bytes, roles: dict, tag: str) -> None:
     """Like `ls`: each file written, with its size (a blob's name is its sha256); the digests."""
-    names = ["eisodos.wasm", "eisodos.wasm.sha256", "Dockerfile"]
+    names = ["eisodos.wasm", "eisodos.wasm.sha256", "Dockerfile", NOTICES_FILE]
+    names += [notices.RUST_STD_FILE]
     names += ["oci/oci-layout", "oci/index.json"]
     rows = [(name, (out / name).stat().st_size, "") for name in names]
     rows += [(f"oci/blobs/sha256/{sha256(b)}", len(b), role) for role, b in roles.items()]

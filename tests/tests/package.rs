@@ -78,6 +78,25 @@ fn the_layout_holds_the_built_wasm_as_plugin_wasm_at_the_root_of_one_layer() {
         ["FROM scratch", "COPY eisodos.wasm /plugin.wasm"]
     );
 
+    // The notices of what the .wasm holds besides eisodos (tools/test_notices.py checks the
+    // list against `cargo tree`).
+    let notices = std::fs::read_to_string(dist.join("THIRD-PARTY-NOTICES.txt")).unwrap();
+    for part in [
+        "serde_json",
+        "md5",
+        "fastrand",
+        "wasi-libc",
+        "Permission is hereby granted",
+    ] {
+        assert!(
+            notices.contains(part),
+            "THIRD-PARTY-NOTICES.txt lacks {part}"
+        );
+    }
+    let std_notices =
+        std::fs::read_to_string(dist.join("THIRD-PARTY-NOTICES-rust-std.html")).unwrap();
+    assert!(std_notices.contains("Rust Standard Library"));
+
     // The listing ends with both digests a user needs.
     assert!(
         listing.contains(&format!("wasm sha256:  {hex}")),
@@ -117,7 +136,11 @@ fn packaging_the_same_wasm_twice_gives_the_same_bytes_and_digests() {
         files
     };
     let (files_a, files_b) = (files(&a), files(&b));
-    assert_eq!(files_a.len(), 8, "3 files, oci-layout, index.json, 3 blobs");
+    assert_eq!(
+        files_a.len(),
+        10,
+        "5 files, oci-layout, index.json, 3 blobs"
+    );
     assert!(files_a == files_b, "the two dist/ differ");
 }
 
