@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::ecds::Ecds;
 use crate::prometheus::Scrape;
 use crate::remote_code::RemoteCode;
 use crate::upstream::Upstream;
@@ -54,6 +55,7 @@ pub struct EnvoyBuilder {
     extra_clusters: Vec<Value>,
     wasm_file: Option<PathBuf>,
     failure_policy: Option<String>,
+    ecds: bool,
 }
 
 impl EnvoyBuilder {
@@ -117,6 +119,13 @@ impl EnvoyBuilder {
     /// instead of the shipped one.
     pub fn failure_policy(mut self, policy: &str) -> Self {
         self.failure_policy = Some(policy.to_owned());
+        self
+    }
+
+    /// Delivers the Wasm filter's config through ECDS from a watched file instead of inline
+    /// (see [`crate::ecds`]), so [`Envoy::reconfigure`] can change it while Envoy runs.
+    pub fn ecds(mut self) -> Self {
+        self.ecds = true;
         self
     }
 
@@ -232,10 +241,10 @@ impl EnvoyBuilder {
 
     /// Like [`EnvoyBuilder::start`], returning the error (with the log) instead.
     pub fn try_start(self) -> Result<Envoy, String> {
-        let (dir, config_path, admin_port, listener_port) = self.write_config()?;
+        let (dir, config_path, admin_port, listener_port, ecds) = self.write_config()?;
         let log = dir.path().join("envoy.log");
         let cwd = dir.path().to_path_buf();
-        launch(
+        let mut envoy = launch(
             &config_path,
             &cwd,
             &log,
@@ -243,7 +252,9 @@ impl EnvoyBuilder {
             admin_port,
             listener_port,
             Some(dir),
-        )
+        )?;
+        envoy.ecds = ecds;
+        Ok(envoy)
     }
 
     /// Renders the config and runs `envoy --mode validate` on it.
@@ -251,7 +262,7 @@ impl EnvoyBuilder {
     /// # Panics
     /// When the config cannot be rendered or Envoy cannot be run at all.
     pub fn validate(self) -> Validation {
-        let (dir, config_path, _, _) = self.write_config().unwrap_or_else(|e| panic!("{e}"));
+        let (dir, config_path, _, _, _) = self.write_config().unwrap_or_else(|e| panic!("{e}"));
         let bin = paths::envoy_bin();
         let output = Command::new(&bin)
             .args([
@@ -277,18 +288,32 @@ impl EnvoyBuilder {
         }
     }
 
-    fn write_config(&self) -> Result<(tempfile::TempDir, PathBuf, u16, u16), String> {
+    #[allow(clippy::type_complexity)]
+    fn write_config(&self) -> Result<(tempfile::TempDir, PathBuf, u16, u16, Option<Ecds>), String> {
         let admin_port = ports::free_port();
         let listener_port = ports::free_port();
-        let config = self.render(admin_port, listener_port)?;
+        let mut config = self.render(admin_port, listener_port)?;
         let dir = tempfile::Builder::new()
             .prefix("eisodos-envoy-")
             .tempdir()
             .map_err(|e| format!("create a tempdir: {e}"))?;
+        let ecds = if self.ecds && self.with_filter {
+            let mut filters =
+                http_filters(at(&mut config, "/static_resources/listeners/0")?)?.clone();
+            let filter = filters
+                .iter_mut()
+                .find(|f| f["name"] == WASM_FILTER)
+                .ok_or_else(|| format!("no {WASM_FILTER} in http_filters"))?;
+            let ecds = Ecds::install(&mut config, filter, dir.path())?;
+            *http_filters(at(&mut config, "/static_resources/listeners/0")?)? = filters;
+            Some(ecds)
+        } else {
+            None
+        };
         let path = dir.path().join("envoy.json");
         let text = serde_json::to_string_pretty(&config).map_err(|e| format!("serialize: {e}"))?;
         std::fs::write(&path, text).map_err(|e| format!("write {}: {e}", path.display()))?;
-        Ok((dir, path, admin_port, listener_port))
+        Ok((dir, path, admin_port, listener_port, ecds))
     }
 }
 
@@ -302,6 +327,8 @@ pub struct Envoy {
     listener_port: u16,
     log_path: PathBuf,
     config_path: PathBuf,
+    /// The plugin configuration's discovery file, with [`EnvoyBuilder::ecds`].
+    pub(crate) ecds: Option<Ecds>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -319,6 +346,7 @@ impl Envoy {
             extra_clusters: Vec::new(),
             wasm_file: None,
             failure_policy: None,
+            ecds: false,
         }
     }
 
@@ -530,6 +558,7 @@ fn launch(
         listener_port,
         log_path: log.to_path_buf(),
         config_path: config.to_path_buf(),
+        ecds: None,
         _dir: dir,
     };
     match wait_ready(&mut envoy) {

@@ -15,6 +15,7 @@
 pub mod client;
 pub mod collector;
 pub mod crash_wasm;
+pub mod ecds;
 pub mod envoy;
 pub mod envoy_gateway;
 pub mod exclusive;
