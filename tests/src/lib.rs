@@ -32,5 +32,6 @@ pub mod raw;
 pub mod remote_code;
 pub mod schema;
 mod server;
+pub mod timed_load;
 pub mod upstream;
 pub mod wait;
