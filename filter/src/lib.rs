@@ -36,6 +36,8 @@ mod metrics_tests;
 mod probe;
 #[cfg(test)]
 mod rate_limit_tests;
+#[cfg(test)]
+mod reload_tests;
 mod request;
 #[cfg(test)]
 mod retry_tests;

@@ -89,6 +89,9 @@ impl EisodosRoot {
             // Requests create a missing key themselves; only the start of the order may repeat.
             warn!("could not create shared-data keys under {namespace}: {err:?}");
         }
+        // A reload over the same backends starts from the health shared data holds, not from
+        // `initial_state` until the first tick.
+        balancer.catch_up(host, host.now_ms());
         let config = balancer.config();
         info!(
             "configured {} over {} backends, header {}",

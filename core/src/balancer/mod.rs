@@ -43,6 +43,8 @@ mod explain;
 mod plan;
 mod policy;
 mod rate_limit;
+#[cfg(test)]
+mod reload_tests;
 mod retry;
 mod split;
 mod status;
@@ -294,6 +296,17 @@ impl Balancer {
         match &self.monitor {
             Some(monitor) => monitor.create_shared_keys(store),
             None => Ok(()),
+        }
+    }
+
+    /// Configure time, after [`Self::create_shared_keys`]: takes up the health that shared
+    /// data holds now (see [`Monitor::catch_up`]), so a reload that keeps the backends keeps
+    /// a backend that is down or ejected out from its first request. Nothing without health
+    /// checking or outlier detection.
+    pub fn catch_up(&self, store: &dyn SharedStore, now_ms: u64) {
+        if let Some(monitor) = &self.monitor {
+            let followed = monitor.catch_up(&self.plan.config, store, now_ms);
+            self.adopt(followed.selection);
         }
     }
 

@@ -277,6 +277,20 @@ impl Monitor {
         tick
     }
 
+    /// Adopts the shared record as this worker's view now, rather than on the first tick:
+    /// call at configure time. A new configuration over the same backends (a reload) then
+    /// starts from the health the record holds, not from `initial_state` for up to a tick
+    /// (which would send requests to a backend that is down or ejected, or, with
+    /// `initial_state: unhealthy`, refuse every request). Two shared-data reads.
+    pub fn catch_up(&self, config: &Config, store: &dyn SharedStore, now_ms: u64) -> Followed {
+        let Some(version) = self.store.version(store) else {
+            return Followed::default();
+        };
+        let followed = self.follow(config, self.store.read(store), now_ms);
+        self.view.borrow_mut().seen_version = Some(version);
+        followed
+    }
+
     /// A probe of `index` went out with `token`.
     pub fn probe_sent(&self, index: usize, token: u32, now_ms: u64) {
         if let Some((prober, _)) = &self.prober {
