@@ -16,7 +16,7 @@ use serde_json::Value;
 use eisodos_tests::envoy::Envoy;
 use eisodos_tests::timed_load::{Latency, Timed, TimedLoad};
 use eisodos_tests::upstream::Upstream;
-use eisodos_tests::{client, exclusive, wait};
+use eisodos_tests::{client, exclusive, raw, wait};
 
 const STATUS_PATH: &str = "/.eisodos/status";
 
@@ -304,4 +304,199 @@ fn the_round_robin_order_continues_across_a_reload() {
         "{} serial requests in one rotation across three reloads, per worker {per_worker:?}",
         order.len()
     );
+}
+
+/// Round-robin over a, b, c with `extra` fields; `filter_state` as in [`round_robin`].
+fn round_robin_with(extra: &str, filter_state: bool) -> String {
+    format!(
+        r#"{{"policy": "round_robin", "filter_state": {filter_state}, {extra},
+            "status_path": "{STATUS_PATH}",
+            "backends": [{{"cluster": "backend_a"}}, {{"cluster": "backend_b"}}, {{"cluster": "backend_c"}}]}}"#
+    )
+}
+
+/// Who answered each of `n` requests sent one after another on new connections, whatever the
+/// status (a backend that is down answers 503 but still names itself).
+fn who_answers(envoy: &Envoy, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            let response = client::get_with(
+                &envoy.url(&format!("/after/{i}")),
+                &[("connection", "close")],
+            );
+            response.header("x-upstream").unwrap_or("none").to_owned()
+        })
+        .collect()
+}
+
+/// Polls the status page until every worker (several polls in a row) sees `check` hold.
+fn wait_for_status(envoy: &Envoy, what: &str, check: impl Fn(&Value) -> bool) {
+    wait::until(Duration::from_secs(20), || {
+        for _ in 0..8 {
+            let status = status(envoy);
+            if !check(&status) {
+                return Err(format!("{what}: {status:#}"));
+            }
+        }
+        Ok(())
+    });
+}
+
+/// A backend that probes took out stays out through a reload that keeps the backends: the new
+/// configuration starts from the shared health record, not from "all healthy" until its first
+/// tick (with a 1 s probe interval the tick is 250 ms away, time for dozens of requests).
+#[test]
+fn a_backend_down_by_probes_stays_down_across_a_reload() {
+    let upstreams = Upstream::start_all(&["backend_a", "backend_b", "backend_c"]);
+    let health = r#""health_check": {"path": "/healthz", "interval_ms": 1000,
+        "unhealthy_threshold": 1, "healthy_threshold": 1}"#;
+    let envoy = Envoy::builder()
+        .upstreams(&upstreams)
+        .plugin_config(&round_robin_with(health, true))
+        .ecds()
+        .concurrency(2)
+        .start();
+    upstreams[1].set_status(503);
+    wait_for_status(&envoy, "backend_b down", |s| {
+        per_backend(s, "healthy") == [true, false, true]
+    });
+    let before = who_answers(&envoy, 30);
+    assert!(!before.iter().any(|u| u == "backend_b"), "{before:?}");
+
+    for (round, filter_state) in [false, true, false].into_iter().enumerate() {
+        envoy
+            .reconfigure(&round_robin_with(health, filter_state))
+            .expect("accepted");
+        let after = who_answers(&envoy, 30);
+        let to_b = after.iter().filter(|u| *u == "backend_b").count();
+        assert_eq!(
+            to_b, 0,
+            "reload {round}: backend_b (down) got {to_b} of the 30 requests right after: {after:?}"
+        );
+        assert_eq!(per_backend(&status(&envoy), "healthy"), [true, false, true]);
+    }
+    eprintln!(
+        "probes: {:?}",
+        upstreams.iter().map(Upstream::probes).collect::<Vec<_>>()
+    );
+}
+
+/// An ejection stays in force through a reload that keeps the backends, although the ejected
+/// backend answers well again (only the ejection keeps it out).
+#[test]
+fn an_ejection_stays_in_force_across_a_reload() {
+    let upstreams = Upstream::start_all(&["backend_a", "backend_b", "backend_c"]);
+    let outlier = r#""outlier_detection": {"consecutive_failures": 3, "base_ejection_ms": 120000}"#;
+    let envoy = Envoy::builder()
+        .upstreams(&upstreams)
+        .plugin_config(&round_robin_with(outlier, true))
+        .ecds()
+        .concurrency(2)
+        .start();
+    upstreams[1].set_status(500);
+    // Three failures in a row on b: nine requests in the rotation, a few more for the workers'
+    // interleaving.
+    who_answers(&envoy, 12);
+    wait_for_status(&envoy, "backend_b ejected", |s| {
+        per_backend(s, "ejected") == [false, true, false]
+    });
+    upstreams[1].set_status(200);
+    let before = who_answers(&envoy, 30);
+    assert!(!before.iter().any(|u| u == "backend_b"), "{before:?}");
+
+    for (round, filter_state) in [false, true, false].into_iter().enumerate() {
+        envoy
+            .reconfigure(&round_robin_with(outlier, filter_state))
+            .expect("accepted");
+        let after = who_answers(&envoy, 30);
+        let to_b = after.iter().filter(|u| *u == "backend_b").count();
+        assert_eq!(
+            to_b, 0,
+            "reload {round}: backend_b (ejected) got {to_b} of the 30 requests right after: {after:?}"
+        );
+        assert_eq!(
+            per_backend(&status(&envoy), "ejected"),
+            [false, true, false]
+        );
+    }
+}
+
+/// Requests held at the upstreams across reloads that keep the backends are still counted by
+/// the new configuration, and the counts return to zero once they end.
+#[test]
+fn in_flight_counts_survive_a_reload_and_return_to_zero() {
+    let upstreams = Upstream::start_all(&["backend_a", "backend_b"]);
+    let least = |filter_state: bool| {
+        format!(
+            r#"{{"policy": "least_request", "filter_state": {filter_state},
+                "status_path": "{STATUS_PATH}",
+                "backends": [{{"cluster": "backend_a"}}, {{"cluster": "backend_b"}}]}}"#
+        )
+    };
+    let envoy = Envoy::builder()
+        .upstreams(&upstreams)
+        .plugin_config(&least(true))
+        .ecds()
+        .concurrency(2)
+        .start();
+    let counts = |envoy: &Envoy| -> Vec<u64> {
+        per_backend(&status(envoy), "in_flight")
+            .iter()
+            .map(|v| v.as_u64().expect("in_flight is a number"))
+            .collect()
+    };
+    let port = envoy.listener_port();
+    const HELD: u64 = 6;
+    std::thread::scope(|scope| {
+        let holders: Vec<_> = (0..HELD)
+            .map(|i| {
+                scope.spawn(move || {
+                    raw::get_patiently(port, &format!("/hold/{i}"), &[], Duration::from_secs(60))
+                })
+            })
+            .collect();
+        wait::until(Duration::from_secs(20), || {
+            let held: u64 = upstreams.iter().map(Upstream::held).sum();
+            (held == HELD).then_some(()).ok_or(format!("{held} held"))
+        });
+        let held: Vec<u64> = upstreams.iter().map(Upstream::held).collect();
+        wait_for_status(&envoy, "counted", |s| {
+            per_backend(s, "in_flight")
+                .iter()
+                .filter_map(Value::as_u64)
+                .sum::<u64>()
+                == HELD
+        });
+        for filter_state in [false, true] {
+            envoy.reconfigure(&least(filter_state)).expect("accepted");
+            // The new configuration's workers see the held requests at once.
+            for _ in 0..8 {
+                assert_eq!(counts(&envoy), held, "held at the upstreams: {held:?}");
+            }
+            // And a new request goes to the less loaded backend accordingly (with the counts
+            // equal it may go either way).
+            let response = client::get_with(&envoy.url("/between"), &[("connection", "close")]);
+            assert_eq!(response.status, 200);
+        }
+        upstreams.iter().for_each(Upstream::release_held);
+        for holder in holders {
+            let response = holder
+                .join()
+                .expect("holder")
+                .expect("held request answered");
+            assert_eq!(response.status, 200, "{response:?}");
+        }
+    });
+    wait_for_status(&envoy, "all released", |s| {
+        per_backend(s, "in_flight") == [Value::from(0), Value::from(0)]
+    });
+    // And they stay balanced afterwards.
+    for i in 0..100 {
+        let response =
+            client::get_with(&envoy.url(&format!("/end/{i}")), &[("connection", "close")]);
+        assert_eq!(response.status, 200);
+    }
+    wait_for_status(&envoy, "zero after more traffic", |s| {
+        per_backend(s, "in_flight") == [Value::from(0), Value::from(0)]
+    });
 }
