@@ -161,13 +161,18 @@ fn backends_come_and_go_under_steady_load_and_no_request_fails() {
     );
     let upstream = |s: &Timed| s.upstream.clone().expect("x-upstream");
 
-    for (k, push) in pushes.iter().enumerate() {
+    // Sent once Envoy had a push on every worker, until the next push.
+    let after = |k: usize| -> Vec<&Timed> {
+        let push = &pushes[k];
         let until = pushes.get(k + 1).map_or(stopped, |next| next.written);
-        // Sent once Envoy had it on every worker, until the next push: only the set in force.
-        let after: Vec<&Timed> = samples
+        samples
             .iter()
             .filter(|s| s.sent >= push.applied && s.sent < until)
-            .collect();
+            .collect()
+    };
+    // Removed backends get nothing from then on: only the set in force answers.
+    for (k, push) in pushes.iter().enumerate() {
+        let after = after(k);
         assert!(after.len() >= 50, "push {k}: only {} requests", after.len());
         for s in &after {
             assert!(
@@ -180,18 +185,6 @@ fn backends_come_and_go_under_steady_load_and_no_request_fails() {
                 push.rejected
             );
         }
-        // Each backend of the set, added or kept, takes its share of the rotation (at least
-        // half of it).
-        for backend in &push.set {
-            let hits = after.iter().filter(|s| &upstream(s) == backend).count();
-            let fair = after.len() / push.set.len();
-            assert!(
-                hits * 2 >= fair,
-                "push {k}: {backend} got {hits} of {} requests ({:?})",
-                after.len(),
-                push.set
-            );
-        }
         // While Envoy was applying it: the old set or the new one, nothing else.
         let either: BTreeSet<String> = push.set.union(&push.before).cloned().collect();
         for s in samples
@@ -199,6 +192,21 @@ fn backends_come_and_go_under_steady_load_and_no_request_fails() {
             .filter(|s| s.sent >= push.written && s.sent < push.applied)
         {
             assert!(either.contains(&upstream(s)), "push {k}: {s:?}");
+        }
+    }
+    // Added backends, and those kept, take their share of the rotation (at least half of it).
+    for (k, push) in pushes.iter().enumerate() {
+        let after = after(k);
+        for backend in &push.set {
+            let hits = after.iter().filter(|s| &upstream(s) == backend).count();
+            let fair = after.len() / push.set.len();
+            assert!(
+                hits * 2 >= fair,
+                "push {k}: {backend} got {hits} of {} requests ({:?}, added: {})",
+                after.len(),
+                push.set,
+                !push.before.contains(backend)
+            );
         }
     }
 
