@@ -152,6 +152,9 @@ impl Latency {
         let mut latencies: Vec<Duration> = samples.into_iter().map(Timed::latency).collect();
         latencies.sort();
         let count = latencies.len();
+        if count == 0 {
+            return None;
+        }
         let rank = |q: f64| {
             let index = ((q * count as f64).ceil() as usize).clamp(1, count) - 1;
             latencies.get(index).copied()
@@ -176,5 +179,31 @@ impl std::fmt::Display for Latency {
             ms(self.p99),
             ms(self.max)
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let start = Instant::now();
+        let samples: Vec<Timed> = (1..=200u64)
+            .map(|ms| Timed {
+                client: 0,
+                sent: start,
+                done: start + Duration::from_millis(ms),
+                status: 200,
+                upstream: None,
+                error: None,
+            })
+            .collect();
+        let latency = Latency::of(&samples).unwrap();
+        assert_eq!(latency.count, 200);
+        assert_eq!(latency.p50, Duration::from_millis(100));
+        assert_eq!(latency.p99, Duration::from_millis(198));
+        assert_eq!(latency.max, Duration::from_millis(200));
+        assert!(Latency::of(&[]).is_none());
     }
 }
