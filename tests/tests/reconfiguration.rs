@@ -508,3 +508,39 @@ fn in_flight_counts_survive_a_reload_and_return_to_zero() {
         per_backend(s, "in_flight") == [Value::from(0), Value::from(0)]
     });
 }
+
+/// The shipped ECDS example (`envoy/envoy-ecds.yaml` with `envoy/ecds/eisodos.yaml`) is
+/// `envoy/envoy.yaml` with the Wasm filter's config moved, as is, into the discovery file,
+/// which is what the harness's `.ecds()` builds and these tests run. (`envoy --mode validate`
+/// does not open the discovery file, so this is what keeps the example true.)
+#[test]
+fn the_shipped_ecds_example_is_envoy_yaml_with_the_filter_config_moved() {
+    let load = |path: &str| -> Value {
+        let path = eisodos_tests::paths::repo_root().join(path);
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        serde_yaml::from_str(&text).unwrap()
+    };
+    let mut inline = load("envoy/envoy.yaml");
+    let mut ecds = load("envoy/envoy-ecds.yaml");
+    let discovery = load("envoy/ecds/eisodos.yaml");
+    let filters =
+        "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/http_filters/0";
+    let filter = inline.pointer_mut(filters).unwrap().take();
+    let entry = ecds.pointer_mut(filters).unwrap().take();
+    assert_eq!(
+        discovery["resources"][0]["typed_config"], filter["typed_config"],
+        "the discovery file holds envoy.yaml's filter config"
+    );
+    assert_eq!(discovery["resources"][0]["name"], filter["name"]);
+    assert_eq!(entry["name"], filter["name"]);
+    assert_eq!(
+        entry["config_discovery"]["config_source"]["path_config_source"]["path"],
+        "envoy/ecds/eisodos.yaml"
+    );
+    ecds.as_object_mut()
+        .unwrap()
+        .remove("node")
+        .expect("a node");
+    assert_eq!(ecds, inline, "all else as in envoy.yaml");
+}
