@@ -9,8 +9,7 @@ const BACKENDS: &str = r#""backends": [{"cluster": "a"}, {"cluster": "b"}, {"clu
 
 fn balancer(fields: &str) -> Balancer {
     let json = format!("{{{fields}, {BACKENDS}}}");
-    let balancer = Balancer::new(Config::parse(json.as_bytes()).unwrap(), "test", 7).unwrap();
-    balancer
+    Balancer::new(Config::parse(json.as_bytes()).unwrap(), "test", 7).unwrap()
 }
 
 /// The clusters of `n` requests in a row (local replies as `-`).
