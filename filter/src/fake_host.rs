@@ -147,6 +147,7 @@ impl FakeHost {
                 .map(|(name, value)| ((*name).to_owned(), value.as_bytes().to_vec()))
                 .collect();
             state.properties.remove("response.code");
+            state.properties.remove("response.code_details");
             state.headers_set.clear();
             state.headers_removed.clear();
             state.filter_state.clear();

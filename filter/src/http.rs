@@ -9,6 +9,7 @@ use std::cell::Cell;
 use std::rc::Rc;
 
 use eisodos_core::balancer::{Balancer, Decision, LocalReply, Report};
+use eisodos_core::health::request_outcome;
 use eisodos_core::request_key::{self, RequestView};
 use log::{debug, error, warn};
 
@@ -144,16 +145,21 @@ impl EisodosHttp {
             }
         }
         if balancer.wants_reports() {
-            // 0: no response was sent (the client went away first): says nothing of the backend.
+            // No response sent (the client went away first) says nothing of the backend; a
+            // response cut short after its headers is a failure whatever its status (the
+            // details are read only for a status below 500).
             let code = host.int_property(&["response", "code"]).unwrap_or(0);
-            if code > 0 {
+            let failed = request_outcome::backend_failed(code, || {
+                host.property(&["response", "code_details"]).ok().flatten()
+            });
+            if let Some(failed) = failed {
                 // The time the report read, if it read one: an ejection is logged with it.
                 let now = Cell::new(0);
                 let clock = || {
                     now.set(host.now_ms());
                     now.get()
                 };
-                let report = balancer.report_with_clock(host, index, code >= 500, &clock);
+                let report = balancer.report_with_clock(host, index, failed, &clock);
                 if report != Report::default() {
                     let change = report.change.map(|change| (index, change));
                     health_log::log(balancer, change, report.mode_change, now.get());

@@ -270,18 +270,61 @@ fn a_retired_root_gives_back_at_once_what_ends_later() {
 }
 
 #[test]
-fn a_success_after_successes_makes_no_host_call_but_the_response_code() {
+fn a_success_after_successes_makes_no_host_call_but_reading_how_it_ended() {
     let (host, root) = configured(&format!(
         r#"{{"policy": "random", "outlier_detection": {{"consecutive_failures": 3}}, {THREE}}}"#
     ));
     for _ in 0..3 {
         let (_, stream) = request(&host, &root, &[(":path", "/")]);
         host.set_response_code(200);
+        host.set_property(&["response", "code_details"], b"via_upstream");
         host.take_calls();
         stream.on_log(&host);
-        assert_eq!(host.take_calls(), ["property"]);
+        // `response.code`, then `response.code_details` (was the response cut short?).
+        assert_eq!(host.take_calls(), ["property", "property"]);
     }
     assert!(host.take_logs().is_empty());
+}
+
+#[test]
+fn a_failure_reads_no_details() {
+    let (host, root) = configured(&format!(
+        r#"{{"policy": "random", "outlier_detection": {{"consecutive_failures": 3}}, {THREE}}}"#
+    ));
+    let (_, stream) = request(&host, &root, &[(":path", "/")]);
+    host.set_response_code(503);
+    host.take_calls();
+    stream.on_log(&host);
+    let calls = host.take_calls();
+    assert_eq!(
+        calls.iter().filter(|c| **c == "property").count(),
+        1,
+        "{calls:?}"
+    );
+}
+
+#[test]
+fn a_response_cut_short_after_its_headers_is_a_failed_request() {
+    // Found by the fault matrix: an upstream that sends a 200's headers and then resets was
+    // counted as a success (Envoy keeps the 200 in `response.code`), so never ejected.
+    let (host, root) = configured(&format!(
+        r#"{{"policy": "random", "outlier_detection": {{"consecutive_failures": 1,
+             "base_ejection_ms": 5000}}, {THREE}}}"#
+    ));
+    let (_, stream) = request(&host, &root, &[(":path", "/")]);
+    let ejected = routed_to(&host).unwrap();
+    host.set_response_code(200);
+    host.set_property(
+        &["response", "code_details"],
+        b"upstream_reset_after_response_started{protocol_error}",
+    );
+    stream.on_log(&host);
+    assert_eq!(
+        host.take_logs(),
+        [info(&format!(
+            "backend {ejected} ejected for 5000 ms (ejection 1): consecutive failed requests"
+        ))]
+    );
 }
 
 #[test]

@@ -6,6 +6,7 @@ pub mod machine;
 pub mod monitor;
 pub mod prober;
 pub mod record;
+pub mod request_outcome;
 pub mod selection;
 
 pub use machine::{Change, ProbeResult};
