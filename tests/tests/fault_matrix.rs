@@ -40,11 +40,13 @@ const BASE_EJECTION_MS: u64 = 1500;
 const PASSIVE_TICK_MS: u64 = 100;
 /// The period of the in-flight gauges (`FLUSH_PERIOD_MS`).
 const FLUSH_MS: u64 = 1000;
-/// What a measured time may exceed its bound by: the gauge is read by polling the admin port
-/// (every 10 ms, and an admin answer on the busy 2-core machine takes up to tens of ms), and
-/// Envoy's timers fire late when five test suites share two cores. The bounds themselves
-/// assume timers on time; 150 ms is six ticks.
-const SLACK_MS: u64 = 150;
+/// What a measured time may exceed its bound by. The bounds assume timers that fire on time;
+/// the measure adds the poll of the gauge (every 10 ms, and an admin answer on the busy 2-core
+/// machine can take tens of ms) and Envoy's timers fire late when five test suites share two
+/// cores: three runs on the shared machine measured at most 81 ms beyond a bound (a flap
+/// detected after 581 ms against 500). 250 ms is ten ticks, and still leaves a flap phase
+/// (1 s) longer than any bound plus it, so each flip must be seen within its own phase.
+const SLACK_MS: u64 = 250;
 /// Route timeout: a request the upstream never answers ends in a 504 this soon.
 const ROUTE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Keep-alive client connections of the steady load, and their pause between requests.
@@ -528,7 +530,14 @@ fn run(row: &Row) -> Outcome {
         outcome
             .detections
             .iter()
-            .map(|(d, b)| format!("{} ms (bound {b})", d.as_millis()))
+            .map(|(d, b)| if *b > 0 {
+                format!("{} ms (bound {b})", d.as_millis())
+            } else {
+                format!(
+                    "{} ms (ejected after {CONSECUTIVE_FAILURES} failed requests)",
+                    d.as_millis()
+                )
+            })
             .collect::<Vec<_>>(),
         outcome
             .recoveries
