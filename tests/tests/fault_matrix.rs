@@ -108,6 +108,8 @@ struct Row {
     /// The statuses the failed client requests may have (0: a transport error, such as a
     /// response cut short).
     failure_statuses: &'static [u16],
+    /// Lines the Envoy log must have (eisodos says what it saw).
+    log: &'static [&'static str],
 }
 
 /// Everything a row measured.
@@ -520,6 +522,10 @@ fn run(row: &Row) -> Outcome {
     };
     outcome.in_flight_after = in_flight_after(&envoy, &backends);
     assert_alive(&envoy, row.name);
+    let log = envoy.log();
+    for line in row.log {
+        assert!(log.contains(line), "{}: the log lacks {line:?}", row.name);
+    }
     drop(watch);
     drop(revived);
     drop(bad);
@@ -624,6 +630,10 @@ fn reset_after_the_headers() {
         },
         probe_status: Some(0),
         failure_statuses: &[0],
+        log: &[
+            "backend bad unhealthy: 2 consecutive probes failed",
+            "backend bad healthy: 2 consecutive probes passed",
+        ],
     });
 }
 
@@ -639,6 +649,7 @@ fn reset_mid_body_seen_only_by_requests() {
         },
         probe_status: None,
         failure_statuses: &[0],
+        log: &["backend bad ejected for 1500 ms (ejection 1): consecutive failed requests"],
     });
 }
 
@@ -654,6 +665,10 @@ fn accepts_and_never_answers() {
         },
         probe_status: Some(504),
         failure_statuses: &[504],
+        log: &[
+            "backend bad unhealthy: 2 consecutive probes failed",
+            "backend bad healthy: 2 consecutive probes passed",
+        ],
     });
 }
 
@@ -669,6 +684,10 @@ fn answers_with_bytes_that_are_not_http() {
         },
         probe_status: Some(502),
         failure_statuses: &[502],
+        log: &[
+            "backend bad unhealthy: 2 consecutive probes failed",
+            "backend bad healthy: 2 consecutive probes passed",
+        ],
     });
 }
 
@@ -684,6 +703,10 @@ fn answers_after_the_probe_timeout() {
         },
         probe_status: Some(504),
         failure_statuses: &[],
+        log: &[
+            "backend bad unhealthy: 2 consecutive probes failed",
+            "backend bad healthy: 2 consecutive probes passed",
+        ],
     });
 }
 
@@ -697,6 +720,10 @@ fn flaps_every_second_for_20_s() {
         },
         probe_status: Some(503),
         failure_statuses: &[503],
+        log: &[
+            "backend bad unhealthy: 2 consecutive probes failed",
+            "backend bad healthy: 2 consecutive probes passed",
+        ],
     });
 }
 
@@ -712,6 +739,10 @@ fn redirects_the_probe() {
         },
         probe_status: Some(302),
         failure_statuses: &[],
+        log: &[
+            "backend bad unhealthy: 2 consecutive probes failed",
+            "backend bad healthy: 2 consecutive probes passed",
+        ],
     });
 }
 
@@ -722,6 +753,10 @@ fn a_cluster_envoy_does_not_have() {
         script: Script::AbsentCluster,
         probe_status: Some(0),
         failure_statuses: &[503],
+        log: &[
+            "cannot probe ghost: Envoy refused the call",
+            "backend ghost unhealthy: 2 consecutive probes failed",
+        ],
     });
 }
 
@@ -734,5 +769,9 @@ fn all_backends_down_then_back() {
         },
         probe_status: Some(503),
         failure_statuses: &[503],
+        log: &[
+            "no backend healthy: answering 503",
+            "selection back to normal (was all_down)",
+        ],
     });
 }
