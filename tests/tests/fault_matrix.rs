@@ -127,10 +127,13 @@ struct Outcome {
     in_flight_after: Vec<u64>,
 }
 
+/// When a poll's answer came, and `eisodos_backend_healthy` of each backend in it.
+type GaugeSample = (Instant, BTreeMap<String, u64>);
+
 /// `eisodos_backend_healthy` per backend, polled every 10 ms in the background.
 struct GaugeWatch {
     stop: Arc<AtomicBool>,
-    samples: Arc<Mutex<Vec<(Instant, BTreeMap<String, u64>)>>>,
+    samples: Arc<Mutex<Vec<GaugeSample>>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
