@@ -524,14 +524,6 @@ fn run(row: &Row) -> Outcome {
             + extra_allowed
     };
     outcome.in_flight_after = in_flight_after(&envoy, &backends);
-    assert_alive(&envoy, row.name);
-    let log = envoy.log();
-    for line in row.log {
-        assert!(log.contains(line), "{}: the log lacks {line:?}", row.name);
-    }
-    drop(watch);
-    drop(revived);
-    drop(bad);
     eprintln!(
         "fault matrix | {} | detected {:?} | back {:?} | failed {} of {} (bound {}) {:?} | \
          probe status {:?} | in flight after {:?}",
@@ -560,7 +552,14 @@ fn run(row: &Row) -> Outcome {
         outcome.probe_status,
         outcome.in_flight_after,
     );
+    assert_alive(&envoy, row.name);
+    let log = envoy.log();
+    for line in row.log {
+        assert!(log.contains(line), "{}: the log lacks {line:?}", row.name);
+    }
     check(row, &outcome);
+    drop(watch);
+    drop((revived, bad));
     outcome
 }
 
