@@ -181,6 +181,11 @@ impl FakeHost {
         Self::with(|state| state.refuse_http_calls = true);
     }
 
+    /// Sends HTTP calls again after [`Self::refuse_http_calls`].
+    pub fn accept_http_calls(&self) {
+        Self::with(|state| state.refuse_http_calls = false);
+    }
+
     /// The `:status` of the HTTP call answered next (`None`: it failed without a response).
     pub fn set_http_call_status(&self, status: Option<&str>) {
         Self::with(|state| state.call_status = status.map(str::to_owned));

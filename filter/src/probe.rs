@@ -24,12 +24,20 @@ pub fn send(host: &impl Host, balancer: &Balancer, probe: ProbeRequest<'_>, now_
             balancer.probe_sent(probe.index, token, now_ms);
         }
         Err(status) => {
-            warn!(
-                "cannot probe {}: Envoy refused the call ({})",
-                probe.cluster,
-                status.name()
-            );
-            balancer.probe_not_sent(probe.index, now_ms);
+            // A refusal repeats every interval (a cluster Envoy lacks): warned once a run.
+            if balancer.probe_not_sent(probe.index, now_ms) {
+                warn!(
+                    "cannot probe {}: Envoy refused the call ({}); not logged again until a probe of it is sent",
+                    probe.cluster,
+                    status.name()
+                );
+            } else {
+                debug!(
+                    "cannot probe {}: Envoy refused the call ({})",
+                    probe.cluster,
+                    status.name()
+                );
+            }
         }
     }
 }

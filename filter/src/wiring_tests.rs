@@ -569,7 +569,7 @@ fn a_probe_envoy_refuses_is_a_failure() {
     let warn = |cluster: &str| {
         (
             LogLevel::Warn,
-            format!("cannot probe {cluster}: Envoy refused the call (BadArgument)"),
+            format!("cannot probe {cluster}: Envoy refused the call (BadArgument); not logged again until a probe of it is sent"),
         )
     };
     assert_eq!(host.take_logs(), [warn("backend_a"), warn("backend_b")]);
@@ -588,6 +588,44 @@ fn a_probe_envoy_refuses_is_a_failure() {
         ],
         "{logs:?}"
     );
+}
+
+#[test]
+fn a_refusal_that_repeats_every_interval_is_warned_once_a_run() {
+    let (host, root) = probed();
+    let warnings = |host: &FakeHost| -> Vec<String> {
+        host.take_logs()
+            .into_iter()
+            .filter(|(level, _)| *level == LogLevel::Warn)
+            .map(|(_, line)| line)
+            .collect()
+    };
+    host.refuse_http_calls();
+    root.on_tick(&host);
+    assert_eq!(warnings(&host).len(), 2, "one for each backend");
+    for _ in 0..3 {
+        host.advance_ms(1_000);
+        root.on_tick(&host);
+        assert_eq!(
+            warnings(&host),
+            Vec::<String>::new(),
+            "refused again: no news"
+        );
+    }
+    // Probes go out again and are answered: the next refusal is news again.
+    host.accept_http_calls();
+    host.advance_ms(1_000);
+    root.on_tick(&host);
+    let calls = host.take_http_calls();
+    assert_eq!(calls.len(), 2);
+    host.set_http_call_status(Some("200"));
+    for call in &calls {
+        root.on_http_call_response(&host, call.token);
+    }
+    host.refuse_http_calls();
+    host.advance_ms(1_000);
+    root.on_tick(&host);
+    assert_eq!(warnings(&host).len(), 2, "{:?}", host.take_logs());
 }
 
 #[test]

@@ -625,12 +625,15 @@ impl Balancer {
         }
     }
 
-    /// A probe of `index` could not be sent (Envoy refused the call): a failed probe.
-    pub fn probe_not_sent(&self, index: usize, now_ms: u64) {
-        if let Some(monitor) = &self.monitor {
-            monitor.probe_not_sent(index, now_ms);
-            self.counters.probed(index, ProbeOutcome::NetworkFailure);
-        }
+    /// A probe of `index` could not be sent (Envoy refused the call): a failed probe. Returns
+    /// whether it is the first refusal since a probe of `index` was last sent (worth a warning;
+    /// the ones after it repeat it every interval).
+    pub fn probe_not_sent(&self, index: usize, now_ms: u64) -> bool {
+        let Some(monitor) = &self.monitor else {
+            return false;
+        };
+        self.counters.probed(index, ProbeOutcome::NetworkFailure);
+        monitor.probe_not_sent(index, now_ms)
     }
 
     /// Envoy called back for probe `token`; written to shared data on the next tick. Returns

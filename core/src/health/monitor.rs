@@ -298,11 +298,12 @@ impl Monitor {
         }
     }
 
-    /// A probe of `index` could not be sent (Envoy refused the call): a failed probe.
-    pub fn probe_not_sent(&self, index: usize, now_ms: u64) {
-        if let Some((prober, _)) = &self.prober {
-            prober.not_sent(index, now_ms);
-        }
+    /// A probe of `index` could not be sent (Envoy refused the call): a failed probe. Returns
+    /// whether it is the first refusal since a probe of `index` was last sent.
+    pub fn probe_not_sent(&self, index: usize, now_ms: u64) -> bool {
+        self.prober
+            .as_ref()
+            .is_some_and(|(prober, _)| prober.not_sent(index, now_ms))
     }
 
     /// Envoy called back for probe `token`; written to shared data on the next tick. Returns

@@ -38,6 +38,9 @@ pub struct Answer {
 pub struct Prober {
     in_flight: RefCell<Vec<Option<InFlight>>>,
     answers: RefCell<Vec<Answer>>,
+    /// Backends whose last probe Envoy refused to send: a refusal goes on every interval (a
+    /// cluster Envoy lacks), so only the first of a run is news.
+    refused: RefCell<Vec<bool>>,
 }
 
 impl Prober {
@@ -46,6 +49,7 @@ impl Prober {
         Self {
             in_flight: RefCell::new(vec![None; backends]),
             answers: RefCell::new(Vec::new()),
+            refused: RefCell::new(vec![false; backends]),
         }
     }
 
@@ -83,6 +87,9 @@ impl Prober {
 
     /// A probe of `index` went out with `token`.
     pub fn sent(&self, index: usize, token: u32, now_ms: u64) {
+        if let Some(refused) = self.refused.borrow_mut().get_mut(index) {
+            *refused = false;
+        }
         if let Some(slot) = self.in_flight.borrow_mut().get_mut(index) {
             *slot = Some(InFlight {
                 token,
@@ -91,13 +98,18 @@ impl Prober {
         }
     }
 
-    /// A probe of `index` could not even be sent: a failure now.
-    pub fn not_sent(&self, index: usize, now_ms: u64) {
+    /// A probe of `index` could not even be sent: a failure now. Returns whether it is the
+    /// first refusal since the last probe of `index` that was sent.
+    pub fn not_sent(&self, index: usize, now_ms: u64) -> bool {
         self.answers.borrow_mut().push(Answer {
             index,
             result: ProbeResult::Failed,
             at_ms: now_ms,
         });
+        self.refused
+            .borrow_mut()
+            .get_mut(index)
+            .is_some_and(|refused| !std::mem::replace(refused, true))
     }
 
     /// Envoy called back for `token`. Returns the backend, or `None` for a token this VM does
@@ -201,6 +213,21 @@ mod tests {
             "given up on: probe again"
         );
         assert_eq!(prober.answered(77, ProbeResult::Status(200), 2_600), None);
+    }
+
+    #[test]
+    fn only_the_first_refusal_of_a_run_is_news() {
+        let prober = Prober::new(2);
+        assert!(prober.not_sent(0, 100), "first refusal");
+        assert!(!prober.not_sent(0, 1_100), "the same refusal again");
+        assert!(prober.not_sent(1, 1_100), "another backend's is its own");
+        prober.sent(0, 5, 2_100);
+        assert!(
+            prober.not_sent(0, 3_100),
+            "refused again after a probe went out"
+        );
+        assert!(!prober.not_sent(7, 3_100), "no such backend");
+        assert_eq!(prober.answers().len(), 5, "every refusal is a failed probe");
     }
 
     #[test]
