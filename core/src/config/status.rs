@@ -23,7 +23,19 @@ impl Cidr {
         let network: IpAddr = address.parse().ok()?;
         let max = if network.is_ipv4() { 32 } else { 128 };
         let prefix = prefix.unwrap_or(max);
-        (prefix <= max).then_some(Self { network, prefix })
+        if prefix > max {
+            return None;
+        }
+        // A network inside ::ffff:0:0/96 is the IPv4 network it maps, as the addresses
+        // compared with it are ([`ip::canonical`]); a shorter prefix stays IPv6, and matches
+        // no IPv4 client (`::/0` is every IPv6 client, not every client).
+        Some(match (ip::canonical(network), prefix.checked_sub(96)) {
+            (IpAddr::V4(v4), Some(v4_prefix)) if network.is_ipv6() => Self {
+                network: IpAddr::V4(v4),
+                prefix: v4_prefix,
+            },
+            _ => Self { network, prefix },
+        })
     }
 
     /// Whether `ip` lies in this network. An IPv4-mapped IPv6 address matches IPv4 networks.
@@ -126,6 +138,17 @@ mod tests {
         let v6 = Cidr::parse("2001:db8::/32").unwrap();
         assert!(v6.contains("2001:db8:1::5".parse().unwrap()));
         assert!(!v6.contains("10.0.0.1".parse().unwrap()));
+        // Written as IPv4-mapped IPv6: the IPv4 network, for IPv4 and mapped clients alike.
+        let mapped = Cidr::parse("::ffff:192.0.2.0/120").unwrap();
+        assert!(mapped.contains("192.0.2.7".parse().unwrap()));
+        assert!(mapped.contains("::ffff:192.0.2.7".parse().unwrap()));
+        assert!(!mapped.contains("192.0.3.7".parse().unwrap()));
+        let mapped_host = Cidr::parse("::ffff:10.0.0.1").unwrap();
+        assert!(mapped_host.contains("10.0.0.1".parse().unwrap()));
+        assert!(!mapped_host.contains("10.0.0.2".parse().unwrap()));
+        // A prefix shorter than the mapped range stays IPv6: no IPv4 client is in `::/0`.
+        assert!(!Cidr::parse("::/0").unwrap().contains("10.0.0.1".parse().unwrap()));
+        assert!(Cidr::parse("::/0").unwrap().contains("2001:db8::1".parse().unwrap()));
         let everyone = Cidr::parse("0.0.0.0/0").unwrap();
         assert!(everyone.contains("8.8.8.8".parse().unwrap()));
         for bad in ["10.0.0.0/33", "::/129", "nonsense", "10.0.0.0/x", ""] {
