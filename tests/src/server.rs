@@ -143,6 +143,9 @@ async fn serve<S, F, E>(
                     let on_error = Arc::clone(&on_error);
                     connections.spawn(async move {
                         if let Err(e) = http1::Builder::new()
+                            // Above Envoy's highest `max_headers_count` in the tests (10,100):
+                            // the hostile-input test sends 10,000 headers through to a backend.
+                            .max_headers(10_200)
                             .serve_connection(TokioIo::new(stream), service)
                             .await
                         {
