@@ -158,6 +158,17 @@ fn allocated(envoy: &Envoy) -> u64 {
         .unwrap_or_else(|| panic!("no allocated in {memory}"))
 }
 
+/// Envoy's resident set size, from `/proc/<pid>/status` (`VmRSS`), in bytes.
+fn rss(envoy: &Envoy) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", envoy.pid())).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in {status}"));
+    kib * 1024
+}
+
 /// Sends `n` requests with keys `<prefix>-<i>`, all distinct, over `connections` keep-alive
 /// connections at once. Returns the 200s and the 429s.
 fn flood(envoy: &Envoy, prefix: &str, n: usize, connections: usize) -> (u64, u64) {
@@ -213,21 +224,30 @@ fn a_flood_of_distinct_keys_leaves_memory_flat() {
 
     // Warm up connection buffers, the VMs' heaps and Envoy's stats with the same traffic.
     flood(&envoy, "warm", 20_000, 4);
-    let before = allocated(&envoy);
+    let (before, rss_before) = (allocated(&envoy), rss(&envoy));
+    let started = Instant::now();
     let (ok, limited) = flood(&envoy, "flood", 100_000, 4);
-    let after = allocated(&envoy);
+    let elapsed = started.elapsed();
+    let (after, rss_after) = (allocated(&envoy), rss(&envoy));
 
     let growth = after as i64 - before as i64;
+    let rss_growth = rss_after as i64 - rss_before as i64;
     // The smallest an entry per key could be: "eisodos.eisodos.rate_limit." is 27 bytes.
     let per_key_floor = 100_000 * (27 + 24);
     println!(
-        "flood of 100,000 distinct keys: {ok} admitted, {limited} refused; Envoy allocated \
-         {before} bytes before, {after} after ({growth:+} bytes); one entry per key would be \
-         at least {per_key_floor} bytes"
+        "flood of 100,000 distinct keys in {:.1} s: {ok} admitted, {limited} refused; Envoy \
+         allocated {before} bytes before, {after} after ({growth:+} bytes); RSS {rss_before} \
+         before, {rss_after} after ({rss_growth:+} bytes); one entry per key would be at \
+         least {per_key_floor} bytes",
+        elapsed.as_secs_f64()
     );
     assert!(
         growth < per_key_floor / 10,
         "memory grew by {growth} bytes over the flood"
+    );
+    assert!(
+        rss_growth < per_key_floor / 10,
+        "RSS grew by {rss_growth} bytes over the flood"
     );
     assert!(ok > 4096 && limited > 0, "both outcomes exercised");
     // The VMs live on: none was replaced, and the next request is routed.
