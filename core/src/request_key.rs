@@ -264,6 +264,67 @@ mod tests {
         assert_eq!(query_param(b"/?user=%41", b"user"), Some(&b"%41"[..]));
     }
 
+    /// What `tests/tests/hostile_input.rs` sends through Envoy, at the parser: every malformed
+    /// cookie header and query string has one defined answer.
+    #[test]
+    fn malformed_cookies_and_queries_have_a_defined_value() {
+        let session = |header: &[u8]| cookie(header, b"session").map(<[u8]>::to_vec);
+        assert_eq!(session(b"session"), None, "no =");
+        assert_eq!(session(b"=abc"), None, "an empty name");
+        // The empty name is a name, but no configuration asks for it (names are 1+ bytes).
+        assert_eq!(cookie(b"=abc", b""), Some(&b"abc"[..]));
+        assert_eq!(session(b"=abc; session=s1").unwrap(), b"s1");
+        assert_eq!(session(b"session=s1; session=s2").unwrap(), b"s1");
+        assert_eq!(session(b";;session=s1;;").unwrap(), b"s1");
+        assert_eq!(session(b";;; ;"), None);
+        assert_eq!(
+            session(b"session=\"s1\"").unwrap(),
+            b"\"s1\"",
+            "quotes kept"
+        );
+        assert_eq!(session(b"session=a=b").unwrap(), b"a=b");
+        assert_eq!(session(b"SESSION=s1"), None, "case-sensitive");
+        assert_eq!(
+            session(b"session=").unwrap(),
+            b"",
+            "empty: extract counts it absent"
+        );
+        assert_eq!(session(b"session=\xff\xfe").unwrap(), b"\xff\xfe");
+        let many: Vec<u8> = (0..10_000)
+            .flat_map(|i| format!("k{i}=v; ").into_bytes())
+            .chain(*b"session=last")
+            .collect();
+        assert_eq!(session(&many).unwrap(), b"last");
+
+        let user = |path: &[u8]| query_param(path, b"user").map(<[u8]>::to_vec);
+        assert_eq!(user(b"/?"), None);
+        assert_eq!(user(b"/?&&&"), None);
+        assert_eq!(user(b"/?&&&user=q1&&").unwrap(), b"q1");
+        assert_eq!(
+            query_param(b"/?=q1", b""),
+            Some(&b"q1"[..]),
+            "as for cookies"
+        );
+        assert_eq!(user(b"/?=q1"), None);
+        assert_eq!(user(b"/?user=%zz").unwrap(), b"%zz");
+        assert_eq!(user(b"/?user=%").unwrap(), b"%");
+        assert_eq!(user(b"/?user=a+b").unwrap(), b"a+b");
+        assert_eq!(
+            user(b"/?x=1?user=q1"),
+            None,
+            "only the first ? starts the query"
+        );
+        assert_eq!(user(b"/?user=q?1").unwrap(), b"q?1");
+        assert_eq!(user(b"/?x=1;user=q1"), None, "; is no separator");
+        let many: Vec<u8> = b"/?"
+            .iter()
+            .copied()
+            .chain((0..10_000).flat_map(|i| format!("q{i}=1&").into_bytes()))
+            .chain(*b"user=last")
+            .collect();
+        assert_eq!(user(&many).unwrap(), b"last");
+    }
+
     #[test]
     fn source_ip_drops_the_port() {
         let sources = vec![HashSource::SourceIp(Empty {})];

@@ -147,8 +147,12 @@ mod tests {
         assert!(mapped_host.contains("10.0.0.1".parse().unwrap()));
         assert!(!mapped_host.contains("10.0.0.2".parse().unwrap()));
         // A prefix shorter than the mapped range stays IPv6: no IPv4 client is in `::/0`.
-        assert!(!Cidr::parse("::/0").unwrap().contains("10.0.0.1".parse().unwrap()));
-        assert!(Cidr::parse("::/0").unwrap().contains("2001:db8::1".parse().unwrap()));
+        assert!(!Cidr::parse("::/0")
+            .unwrap()
+            .contains("10.0.0.1".parse().unwrap()));
+        assert!(Cidr::parse("::/0")
+            .unwrap()
+            .contains("2001:db8::1".parse().unwrap()));
         let everyone = Cidr::parse("0.0.0.0/0").unwrap();
         assert!(everyone.contains("8.8.8.8".parse().unwrap()));
         for bad in ["10.0.0.0/33", "::/129", "nonsense", "10.0.0.0/x", ""] {
