@@ -646,15 +646,16 @@ fn non_utf8_bytes_in_rule_matches_split_keys_and_session_cookies() {
     rig.assert_alive();
 }
 
-/// A non-UTF-8 rate-limit key is a key like any other: its own bucket.
+/// A non-UTF-8 rate-limit key is a key like any other: its own bucket; an empty or 64 KiB
+/// key is no key.
 #[test]
-fn non_utf8_rate_limit_keys_have_buckets_of_their_own() {
+fn rate_limit_keys_non_utf8_empty_and_64_kib() {
     let rig = start(
         &format!(
             r#"{{"policy": "random", {BACKENDS}, "rate_limit": {{"requests_per_second": 0.001,
                  "burst": 1, "key": [{{"header": "x-client"}}], "buckets": 65536}}}}"#
         ),
-        Limits::Default,
+        Limits::Raised,
     );
     let any = Outcome::OneOf(&NAMES);
     rig.expect(
@@ -674,8 +675,15 @@ fn non_utf8_rate_limit_keys_have_buckets_of_their_own() {
         "first of key ff fd",
         b"/",
         &[(b"x-client", b"\xff\xfd")],
-        any,
+        any.clone(),
     );
+    // An empty key and a 64 KiB one count as absent: the requests without a key share one
+    // bucket, whose one token the first keyless request takes.
+    rig.expect("no key", b"/", &[], any);
+    let limited = Outcome::Local(429, "rate_limited");
+    rig.expect("an empty key", b"/", &[(b"x-client", b"")], limited.clone());
+    let big = vec![b'k'; BIG];
+    rig.expect("a 64 KiB key", b"/", &[(b"x-client", &big)], limited);
     rig.assert_alive();
 }
 
