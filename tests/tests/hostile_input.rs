@@ -235,6 +235,9 @@ fn hashed(extra: &str) -> String {
     )
 }
 
+/// Request headers owned by a table of cases.
+type Headers = Vec<(&'static [u8], Vec<u8>)>;
+
 const MISSING: Outcome = Outcome::Local(400, "missing_key");
 
 // ---- Envoy's own limits, at its defaults ---------------------------------------------------
@@ -307,7 +310,7 @@ fn hash_keys_of_zero_bytes_and_64_kib_count_as_absent() {
     let at_limit = vec![b'k'; 4096];
     let big_cookie = [b"session=".as_slice(), &big].concat();
     let big_query = [b"/?user=".as_slice(), &big].concat();
-    let cases: Vec<(&str, Vec<u8>, Vec<(&[u8], Vec<u8>)>, Outcome)> = vec![
+    let cases: Vec<(&str, Vec<u8>, Headers, Outcome)> = vec![
         (
             "empty header",
             b"/".to_vec(),
@@ -440,7 +443,7 @@ fn split_keys_rule_matches_and_session_cookies_of_zero_bytes_and_64_kib() {
         .expect("a key");
     let at_limit = vec![b'u'; 4096];
     let fb: (&[u8], &[u8]) = (b"x-fallback", &stable_fallback);
-    let cases: Vec<(&str, Vec<(&[u8], Vec<u8>)>, Outcome)> = vec![
+    let cases: Vec<(&str, Headers, Outcome)> = vec![
         ("x-beta: yes", vec![(b"x-beta", b"yes".to_vec())], CANARY),
         ("empty x-beta", vec![(b"x-beta", vec![])], STABLE),
         ("64 KiB x-beta", vec![(b"x-beta", big.clone())], STABLE),
