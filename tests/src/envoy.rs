@@ -56,6 +56,7 @@ pub struct EnvoyBuilder {
     wasm_file: Option<PathBuf>,
     failure_policy: Option<String>,
     ecds: bool,
+    filters_before: Vec<Value>,
 }
 
 impl EnvoyBuilder {
@@ -129,6 +130,13 @@ impl EnvoyBuilder {
         self
     }
 
+    /// Adds an HTTP filter ahead of eisodos' Wasm filter (for example the shared-data tool,
+    /// [`crate::shared_data_tool`]); several run in the order added.
+    pub fn filter_before(mut self, filter: Value) -> Self {
+        self.filters_before.push(filter);
+        self
+    }
+
     /// Removes the Wasm filter from `http_filters` (the route protection must still hold).
     pub fn without_filter(mut self) -> Self {
         self.with_filter = false;
@@ -183,6 +191,9 @@ impl EnvoyBuilder {
             *value = json!(plugin);
         } else {
             http_filters.remove(wasm_index);
+        }
+        for (offset, filter) in self.filters_before.iter().enumerate() {
+            http_filters.insert(wasm_index + offset, filter.clone());
         }
 
         for (field, value) in &self.hcm_fields {
@@ -347,6 +358,7 @@ impl Envoy {
             wasm_file: None,
             failure_policy: None,
             ecds: false,
+            filters_before: Vec::new(),
         }
     }
 

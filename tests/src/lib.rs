@@ -34,6 +34,7 @@ pub mod raw;
 pub mod remote_code;
 pub mod schema;
 mod server;
+pub mod shared_data_tool;
 pub mod timed_load;
 pub mod upstream;
 pub mod wait;
