@@ -1,6 +1,7 @@
 //! In-flight request counts per backend, shared by every worker through one shared-data record.
 //!
-//! One record (a little-endian `u32` per backend) rather than a key per backend: a pick reads
+//! One record (a tag, a check and a little-endian `u32` per backend, see [`InflightTable::encode`])
+//! rather than a key per backend: a pick reads
 //! every count it may compare with one `get` and commits with one CAS `set`, whatever the
 //! number of candidates. The record's key carries a fingerprint of the backend list, so a
 //! reconfiguration that changes the list starts a new record while requests admitted under the
@@ -22,10 +23,17 @@
 use std::cell::{Cell, RefCell};
 
 use crate::cas::{self, Updated};
+use crate::checksum;
 use crate::store::{SetError, SharedStore};
+
+/// Marks an in-flight table (`EIF1`).
+const TAG: [u8; 4] = *b"EIF1";
+/// Bytes before the counts: the tag and the check.
+const HEADER_LEN: usize = 8;
 
 /// The counts one pick sees: the shared record with this VM's unwritten changes applied.
 pub struct Snapshot<'a> {
+    /// The record's counts (empty when it is missing or fails its check).
     bytes: &'a [u8],
     debt: &'a [(usize, i64)],
 }
@@ -65,6 +73,8 @@ pub enum Commit {
 #[derive(Debug)]
 pub struct InflightTable {
     key: String,
+    /// The key's [`checksum::seed`].
+    seed: u32,
     backends: usize,
     /// Deltas this VM has not written yet, by backend: the releases since its last write,
     /// and changes that ran out of CAS attempts. Short (at most one entry per backend), so a
@@ -78,6 +88,7 @@ impl InflightTable {
     /// A table for `backends` backends under `key` (which should identify the backend list).
     pub fn new(key: String, backends: usize) -> Self {
         Self {
+            seed: checksum::seed(&key),
             key,
             backends,
             debt: RefCell::new(Vec::new()),
@@ -92,7 +103,52 @@ impl InflightTable {
 
     /// Creates the record (all zero) unless it exists.
     pub fn ensure_created(&self, store: &dyn SharedStore) -> Result<(), SetError> {
-        cas::create_if_missing(store, &self.key, &vec![0; self.backends * 4]).map(|_| ())
+        cas::create_if_missing(store, &self.key, &self.encode(&vec![0; self.backends])).map(|_| ())
+    }
+
+    /// The record holding `counts` (one per backend; missing ones are 0, extra ones dropped):
+    /// the tag `EIF1`, the [`checksum::check`] of the counts under this table's key, then the
+    /// counts as little-endian `u32`s. For tests and tools; the table writes its own.
+    pub fn encode(&self, counts: &[u32]) -> Vec<u8> {
+        let mut record = vec![0; HEADER_LEN + self.backends * 4];
+        if let Some(slots) = record.get_mut(HEADER_LEN..) {
+            for (slot, count) in slots.chunks_exact_mut(4).zip(counts) {
+                slot.copy_from_slice(&count.to_le_bytes());
+            }
+        }
+        self.seal(&mut record);
+        record
+    }
+
+    /// The counts in `record`, or `None` when it is not a record this table could have
+    /// written: another length, tag or check (garbage, or another key's record).
+    pub fn decode(&self, record: &[u8]) -> Option<Vec<u32>> {
+        let counts = self.counts_of(record)?;
+        Some((0..self.backends).map(|i| slot(counts, i)).collect())
+    }
+
+    /// The counts part of `record` when its length, tag and check hold. A record that fails
+    /// is taken as absent (every count 0) and rewritten whole by the next write: the requests
+    /// it counted release into a floor at zero. Per request: a length and tag compare and one
+    /// multiply-xor step per backend.
+    fn counts_of<'a>(&self, record: &'a [u8]) -> Option<&'a [u8]> {
+        let (header, counts) = record.split_first_chunk::<HEADER_LEN>()?;
+        let (tag, check) = header.split_first_chunk::<4>()?;
+        (counts.len() == self.backends.saturating_mul(4)
+            && *tag == TAG
+            && *check == checksum::check(self.seed, counts).to_le_bytes())
+        .then_some(counts)
+    }
+
+    /// Writes the tag and the check of `record`'s counts into its header.
+    fn seal(&self, record: &mut [u8]) {
+        let Some((header, counts)) = record.split_first_chunk_mut::<HEADER_LEN>() else {
+            return;
+        };
+        let check = checksum::check(self.seed, counts);
+        let (tag, check_bytes) = header.split_at_mut(4);
+        tag.copy_from_slice(&TAG);
+        check_bytes.copy_from_slice(&check.to_le_bytes());
     }
 
     /// Reads the counts, lets `choose` pick a backend from them, and counts one more request
@@ -181,13 +237,14 @@ impl InflightTable {
         dense
     }
 
-    /// Reads the current counts (for status and tests).
+    /// Reads the current counts (for status and tests): zeros for a missing record or one
+    /// that fails its check.
     pub fn counts(&self, store: &dyn SharedStore) -> Vec<u32> {
-        let bytes = match store.get(&self.key) {
-            Ok(Some((bytes, _))) => bytes,
-            _ => Vec::new(),
-        };
-        (0..self.backends).map(|i| slot(&bytes, i)).collect()
+        match store.get(&self.key) {
+            Ok(Some((bytes, _))) => self.decode(&bytes),
+            _ => None,
+        }
+        .unwrap_or_else(|| vec![0; self.backends])
     }
 
     /// One read-modify-CAS loop: `change` returns the backend and the delta to apply.
@@ -197,9 +254,11 @@ impl InflightTable {
         mut change: impl FnMut(&Snapshot<'_>) -> Option<(usize, i64)>,
     ) -> Commit {
         let outcome = cas::cas_update(store, &self.key, cas::MAX_ATTEMPTS, |current| {
-            // A missing record (only if it vanished) or a short one reads as zeros; the write
-            // recreates or completes it.
-            let bytes = current.unwrap_or_default();
+            // A missing record (only if it vanished) or one that fails its check reads as
+            // zeros; the write recreates it whole.
+            let bytes = current
+                .and_then(|record| self.counts_of(record))
+                .unwrap_or_default();
             let (index, delta) = change(&Snapshot {
                 bytes,
                 debt: &self.debt.borrow(),
@@ -218,20 +277,30 @@ impl InflightTable {
         }
     }
 
-    /// The record after adding `delta` to `index` and this VM's debt. Counts never go below
-    /// zero (a release can only follow its own acquire, so zero means a lost record).
-    fn apply(&self, bytes: &[u8], index: usize, delta: i64) -> Vec<u8> {
-        // Whole slots only: a partial last slot reads as 0 (see `slot`), and must be written
-        // as 0, not padded into a count nobody took.
-        let mut record = bytes
-            .get(..bytes.len() / 4 * 4)
-            .unwrap_or_default()
-            .to_vec();
-        record.resize(self.backends * 4, 0);
+    /// The record after adding `delta` to `index` and this VM's debt, over `counts` (a
+    /// checked record's counts, or empty for zeros). Counts never go below zero (a release can
+    /// only follow its own acquire, so zero means a lost or rebuilt record).
+    fn apply(&self, counts: &[u8], index: usize, delta: i64) -> Vec<u8> {
+        let mut record = vec![0; HEADER_LEN + self.backends * 4];
+        if let (Some(slots), Some(counts)) = (
+            record.get_mut(HEADER_LEN..),
+            counts.get(..self.backends * 4),
+        ) {
+            slots.copy_from_slice(counts);
+        }
+        self.patch_and_seal(&mut record, index, delta);
+        record
+    }
+
+    fn patch_and_seal(&self, record: &mut [u8], index: usize, delta: i64) {
+        let Some(slots) = record.get_mut(HEADER_LEN..) else {
+            return;
+        };
         let debt = self.debt.borrow();
         if debt.is_empty() {
-            patch(&mut record, index, delta);
-            return record;
+            patch(slots, index, delta);
+            self.seal(record);
+            return;
         }
         // One combined change per slot, so the floor at zero applies to the sum.
         let mut changes = debt.clone();
@@ -240,9 +309,9 @@ impl InflightTable {
             None => changes.push((index, delta)),
         }
         for (slot, change) in changes {
-            patch(&mut record, slot, change);
+            patch(slots, slot, change);
         }
-        record
+        self.seal(record);
     }
 
     fn owe(&self, index: usize, delta: i64) {
@@ -279,9 +348,10 @@ mod tests {
 
     fn bump(old: &[u8]) -> Vec<u8> {
         // Another worker acquires backend 2.
-        let mut new = old.to_vec();
-        new[8] += 1;
-        new
+        let table = InflightTable::new("eisodos.test.inflight".into(), 3);
+        let mut counts = table.decode(old).unwrap();
+        counts[2] += 1;
+        table.encode(&counts)
     }
 
     #[test]
@@ -456,32 +526,118 @@ mod tests {
     }
 
     #[test]
-    fn a_short_record_reads_as_zeros_past_its_end_and_is_completed() {
+    fn a_record_round_trips_and_its_check_covers_every_byte() {
         let store = MemoryStore::new();
-        store
-            .set("eisodos.test.inflight", &2_u32.to_le_bytes(), None)
-            .unwrap();
         let table = table(&store);
-        table.acquire(&store, |_| Some(2));
-        assert_eq!(table.counts(&store), [2, 0, 1]);
-        assert_eq!(store.value(table.key()).unwrap().len(), 12);
+        let record = table.encode(&[1, 2, 3]);
+        assert_eq!(record.len(), 8 + 12);
+        assert_eq!(&record[..4], b"EIF1");
+        assert_eq!(table.decode(&record), Some(vec![1, 2, 3]));
+        for i in 0..record.len() {
+            let mut flipped = record.clone();
+            flipped[i] ^= 0x10;
+            assert_eq!(table.decode(&flipped), None, "byte {i} changed");
+        }
+        assert_eq!(table.decode(&record[..19]), None);
+        assert_eq!(table.decode(b""), None);
+        assert_eq!(table.decode(&[0; 20]), None, "zeros of the right length");
+        // The old format, a bare u32 per backend, is garbage now.
+        assert_eq!(table.decode(&[0; 12]), None);
+        let other_key = InflightTable::new("eisodos.test.inflight.other".into(), 3);
+        assert_eq!(
+            table.decode(&other_key.encode(&[1, 2, 3])),
+            None,
+            "another key's record"
+        );
+        let fewer = InflightTable::new("eisodos.test.inflight".into(), 2);
+        assert_eq!(table.decode(&fewer.encode(&[1, 2])), None, "another length");
     }
 
-    /// Found by the fuzz harness (`inflight`): a record ending in a partial slot read as 0 for
-    /// that backend, but the next write padded the partial bytes into a count (76 here) that
-    /// no request held and no release could take back.
+    /// Found by the shared-data garbage test's design (issue 14): a record without a check
+    /// trusted garbage of the right length, so a random count could block a capped backend.
+    /// Now anything that fails the check reads as zeros and the next write rebuilds it.
     #[test]
-    fn a_partial_last_slot_reads_and_is_written_as_zero() {
+    fn garbage_of_the_right_length_reads_as_zeros_and_is_rebuilt() {
         let store = MemoryStore::new();
-        let mut record = 2_u32.to_le_bytes().to_vec();
-        record.push(76);
-        store.set("eisodos.test.inflight", &record, None).unwrap();
         let table = table(&store);
-        table.acquire(&store, |snapshot| {
-            assert_eq!(snapshot.get(1), 0);
+        let garbage = [0xff_u8; 20];
+        store.set(table.key(), &garbage, None).unwrap();
+        assert_eq!(table.counts(&store), [0, 0, 0]);
+        let mut seen = None;
+        let picked = table.acquire_deferring(
+            &store,
+            |snapshot| {
+                seen = Some(snapshot.get(1));
+                (snapshot.get(1) < 1).then_some(1)
+            },
+            |_| false,
+        );
+        assert_eq!(seen, Some(0), "the garbage count is not believed");
+        assert_eq!(
+            picked,
+            Some((1, Commit::Written)),
+            "a capped backend is taken"
+        );
+        assert_eq!(
+            table.decode(&store.value(table.key()).unwrap()),
+            Some(vec![0, 1, 0])
+        );
+    }
+
+    #[test]
+    fn garbage_of_any_shape_reads_as_zeros_and_the_next_write_rebuilds_it() {
+        let table = InflightTable::new("eisodos.test.inflight".into(), 3);
+        let other = InflightTable::new("eisodos.other.inflight".into(), 3);
+        for garbage in [
+            Vec::new(),
+            vec![7; 3],
+            vec![7; 12],
+            vec![7; 20],
+            vec![7; 1 << 20],
+            other.encode(&[5, 5, 5]),
+        ] {
+            let store = MemoryStore::new();
+            store.set(table.key(), &garbage, None).unwrap();
+            assert_eq!(table.counts(&store), [0, 0, 0], "{} bytes", garbage.len());
+            table.acquire(&store, |_| Some(2));
+            let rebuilt = store.value(table.key()).unwrap();
+            assert_eq!(table.decode(&rebuilt), Some(vec![0, 0, 1]));
+        }
+    }
+
+    /// Requests counted before the record turned to garbage release into a floor at zero:
+    /// the counts undercount for as long as they run, never overcount.
+    #[test]
+    fn releases_over_a_rebuilt_record_saturate_at_zero() {
+        let store = MemoryStore::new();
+        let table = table(&store);
+        table.retire(&store);
+        table.acquire(&store, |_| Some(0));
+        table.acquire(&store, |_| Some(0));
+        store.set(table.key(), b"junk", None).unwrap();
+        table.acquire(&store, |_| Some(1));
+        assert_eq!(table.counts(&store), [0, 1, 0]);
+        table.release(&store, 0);
+        table.release(&store, 0);
+        assert_eq!(table.counts(&store), [0, 1, 0]);
+    }
+
+    /// A competitor that turns the record to garbage between this VM's get and its set: the
+    /// CAS fails, the retry reads the garbage as zeros and rebuilds it.
+    #[test]
+    fn garbage_written_during_a_pick_is_rebuilt_by_its_retry() {
+        let store = MemoryStore::new();
+        let table = table(&store);
+        table.acquire(&store, |_| Some(0));
+        store.interfere_after_get(1, |_| vec![0xab; 20]);
+        let mut seen = Vec::new();
+        let picked = table.acquire(&store, |snapshot| {
+            seen.push(snapshot.get(0));
             Some(2)
         });
-        assert_eq!(table.counts(&store), [2, 0, 1]);
+        assert_eq!(picked, Some((2, Commit::Written)));
+        assert_eq!(seen, [1, 0], "the retry sees the garbage as zeros");
+        assert_eq!(table.counts(&store), [0, 0, 1]);
     }
 
     /// Threads acquiring and releasing on one store end at zero, with debt flushed.

@@ -7,6 +7,7 @@
 
 pub mod balancer;
 pub mod cas;
+pub mod checksum;
 pub mod config;
 pub mod health;
 pub mod inflight;

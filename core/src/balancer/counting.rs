@@ -206,10 +206,11 @@ mod tests {
         let store = MemoryStore::new();
         let counting = counting(CAPPED).unwrap();
         counting.ensure_created(&store).unwrap();
-        store.interfere_after_get(1, |old| {
-            let mut new = old.to_vec();
-            new[0] += 1;
-            new
+        let table = InflightTable::new(counting.key().to_owned(), 3);
+        store.interfere_after_get(1, move |old| {
+            let mut counts = table.decode(old).unwrap();
+            counts[0] += 1;
+            table.encode(&counts)
         });
         let mut seen = Vec::new();
         let picked = counting.acquire(&store, |room| {
@@ -273,10 +274,8 @@ mod tests {
                             }
                         }
                         let record = store.value(&key).unwrap();
-                        for slot in record.chunks(4) {
-                            let count = u32::from_le_bytes(slot.try_into().unwrap());
-                            assert!(count <= 2, "{record:?}");
-                        }
+                        let counts = InflightTable::new(key.clone(), 3).decode(&record).unwrap();
+                        assert!(counts.iter().all(|&count| count <= 2), "{counts:?}");
                         // Hold up to seven (more than the six slots, so even a worker
                         // alone finds them full), then give the oldest back.
                         if held.len() >= 7 {

@@ -56,9 +56,10 @@ fn ticket_inner(u: &mut Unstructured<'_>) -> Result<()> {
     Ok(())
 }
 
-/// The in-flight table: a `u32` per backend, no tag. A short record reads zeros past its
-/// end, a long one is cut to the backend count by the next write; counts floor at 0 and
-/// saturate at `u32::MAX`, and a capped pick sees the real count.
+/// The in-flight table: a tag, a check and a `u32` per backend. Anything that fails the check
+/// reads as zeros and is rewritten whole by the next write; a record that passes (built here
+/// half of the time, with arbitrary counts) is read as it is. Counts floor at 0 and saturate
+/// at `u32::MAX`, and a capped pick sees the real count.
 pub fn inflight(input: &[u8]) {
     let _ = inflight_inner(&mut Unstructured::new(input));
 }
@@ -66,20 +67,37 @@ pub fn inflight(input: &[u8]) {
 fn inflight_inner(u: &mut Unstructured<'_>) -> Result<()> {
     let backends = u.int_in_range(1..=8usize)?;
     let cap = u.int_in_range(1..=4u32)?;
-    let garbage: &[u8] = u.arbitrary()?;
+    let shape = InflightTable::new(KEY.to_owned(), backends);
+    let garbage: Vec<u8> = if u.arbitrary()? {
+        let counts: Vec<u32> = (0..backends)
+            .map(|_| u.arbitrary())
+            .collect::<Result<_>>()?;
+        let mut record = shape.encode(&counts);
+        // Now and then one byte changed: the check must catch it.
+        if u.ratio(1, 4)? {
+            let at = u.choose_index(record.len())?;
+            if let Some(byte) = record.get_mut(at) {
+                *byte ^= u.int_in_range(1..=255u8)?;
+            }
+        }
+        record
+    } else {
+        u.arbitrary::<&[u8]>()?.to_vec()
+    };
+    let garbage = garbage.as_slice();
     let store = store_with(garbage);
     let table = InflightTable::new(KEY.to_owned(), backends);
     // Retired: every release is written at once, so the model below is exact.
     assert_eq!(table.retire(&store), Commit::Written);
-    let mut model: Vec<u32> = (0..backends)
-        .map(|i| {
-            let start = i * 4;
-            garbage
-                .get(start..start + 4)
-                .and_then(|slot| <[u8; 4]>::try_from(slot).ok())
-                .map_or(0, u32::from_le_bytes)
-        })
-        .collect();
+    let decoded = table.decode(garbage);
+    if let Some(counts) = &decoded {
+        assert_eq!(
+            table.encode(counts),
+            garbage,
+            "only a record the table writes passes"
+        );
+    }
+    let mut model = decoded.unwrap_or_else(|| vec![0; backends]);
     assert_eq!(table.counts(&store), model, "the counts read");
     for _ in 0..u.int_in_range(1..=16)? {
         let index = u.choose_index(backends)?;
@@ -111,7 +129,11 @@ fn inflight_inner(u: &mut Unstructured<'_>) -> Result<()> {
         assert_eq!(table.counts(&store), model, "no wrap, no underflow");
         if let Some(record) = store.value(KEY) {
             if record != garbage {
-                assert_eq!(record.len(), backends * 4, "a write has the table's length");
+                assert_eq!(
+                    table.decode(&record).as_ref(),
+                    Some(&model),
+                    "a write is a whole, checked record"
+                );
             }
         }
     }
