@@ -1,13 +1,19 @@
 //! The health record: every backend's health, shared by all workers through shared data.
 //!
-//! One record per backend list (its key carries the list's fingerprint) holding a fixed-size
-//! entry per backend, and beside it a small version key that changes with every write, so a
+//! One record per backend list (its key carries the list's fingerprint) holding a tag, a
+//! check and a fixed-size entry per backend ([`HealthStore::encode`]), and beside it a small version key that changes with every write, so a
 //! worker's tick can tell in one 8-byte read whether it must read the record again. Writers
 //! update the record with a compare-and-swap loop ([`cas::cas_update`]) and then bump the
 //! version; an update that gives up is retried by its caller on the next tick.
 
 use crate::cas::{self, Updated};
+use crate::checksum;
 use crate::store::{SetError, SharedStore};
+
+/// Marks a health record (`EHR1`).
+const TAG: [u8; 4] = *b"EHR1";
+/// Bytes before the entries: the tag and the check.
+const HEADER_LEN: usize = 8;
 
 /// One backend's health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -103,17 +109,15 @@ impl HealthRecord {
         }
     }
 
-    /// The bytes stored in shared data.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.backends.len() * ENTRY_LEN);
+    /// The entries, as stored after the record's header.
+    fn encode_entries(&self, out: &mut Vec<u8>) {
         for backend in &self.backends {
-            backend.encode(&mut out);
+            backend.encode(out);
         }
-        out
     }
 
-    /// Decodes a record of exactly `backends` entries; `None` for anything else.
-    pub fn decode(bytes: &[u8], backends: usize) -> Option<Self> {
+    /// Decodes exactly `backends` entries; `None` for anything else.
+    fn decode_entries(bytes: &[u8], backends: usize) -> Option<Self> {
         if bytes.len() != backends.checked_mul(ENTRY_LEN)? {
             return None;
         }
@@ -129,6 +133,8 @@ impl HealthRecord {
 #[derive(Debug, Clone)]
 pub struct HealthStore {
     record_key: String,
+    /// The record key's [`checksum::seed`].
+    seed: u32,
     version_key: String,
     backends: usize,
     initially_healthy: bool,
@@ -139,6 +145,7 @@ impl HealthStore {
     pub fn new(key: String, backends: usize, initially_healthy: bool) -> Self {
         Self {
             version_key: format!("{key}.version"),
+            seed: checksum::seed(&key),
             record_key: key,
             backends,
             initially_healthy,
@@ -150,20 +157,52 @@ impl HealthStore {
         [&self.record_key, &self.version_key]
     }
 
+    /// The bytes of `record` in shared data: the tag `EHR1`, the [`checksum::check`] of the
+    /// entries under this store's key, then the entries.
+    pub fn encode(&self, record: &HealthRecord) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HEADER_LEN + record.backends.len() * ENTRY_LEN);
+        out.extend_from_slice(&TAG);
+        out.extend_from_slice(&[0; 4]);
+        record.encode_entries(&mut out);
+        let check = checksum::check(self.seed, out.get(HEADER_LEN..).unwrap_or_default());
+        if let Some(slot) = out.get_mut(4..HEADER_LEN) {
+            slot.copy_from_slice(&check.to_le_bytes());
+        }
+        out
+    }
+
+    /// The record in `bytes`, or `None` when it is not one this store could have written:
+    /// another length, tag or check (garbage, a corrupted record, another key's record). Such
+    /// a value is taken as absent: the initial state, rewritten whole by the next update.
+    pub fn decode(&self, bytes: &[u8]) -> Option<HealthRecord> {
+        let (header, entries) = bytes.split_first_chunk::<HEADER_LEN>()?;
+        let (tag, check) = header.split_first_chunk::<4>()?;
+        if *tag != TAG || entries.len() != self.backends.checked_mul(ENTRY_LEN)? {
+            return None;
+        }
+        if *check != checksum::check(self.seed, entries).to_le_bytes() {
+            return None;
+        }
+        HealthRecord::decode_entries(entries, self.backends)
+    }
+
     /// Creates the record in its initial state unless it exists.
     pub fn ensure_created(&self, store: &dyn SharedStore) -> Result<(), SetError> {
-        if cas::create_if_missing(store, &self.record_key, &self.initial().encode())? {
+        if cas::create_if_missing(store, &self.record_key, &self.encode(&self.initial()))? {
             self.bump_version(store)?;
         }
         Ok(())
     }
 
-    /// The version: changes whenever the record does. `None` when unreadable.
+    /// The version: changes whenever the record does. `None` when the host fails the read; a
+    /// missing or malformed version (not 8 bytes) is 0, as absent, and the next update
+    /// rewrites it. (Any 8 bytes are a version: garbage there at worst makes the workers read
+    /// the record once more.)
     pub fn version(&self, store: &dyn SharedStore) -> Option<u64> {
         match store.get(&self.version_key) {
-            Ok(Some((bytes, _))) => <[u8; 8]>::try_from(bytes.as_slice())
-                .ok()
-                .map(u64::from_le_bytes),
+            Ok(Some((bytes, _))) => {
+                Some(<[u8; 8]>::try_from(bytes.as_slice()).map_or(0, u64::from_le_bytes))
+            }
             Ok(None) => Some(0),
             Err(_) => None,
         }
@@ -172,9 +211,7 @@ impl HealthStore {
     /// The current record; the initial state when missing or malformed.
     pub fn read(&self, store: &dyn SharedStore) -> HealthRecord {
         match store.get(&self.record_key) {
-            Ok(Some((bytes, _))) => {
-                HealthRecord::decode(&bytes, self.backends).unwrap_or_else(|| self.initial())
-            }
+            Ok(Some((bytes, _))) => self.decode(&bytes).unwrap_or_else(|| self.initial()),
             _ => self.initial(),
         }
     }
@@ -192,12 +229,12 @@ impl HealthStore {
         let outcome = cas::cas_update(store, &self.record_key, cas::MAX_ATTEMPTS, |current| {
             // Missing or malformed: start again from the initial state, as `read` shows it.
             let mut next = current
-                .and_then(|bytes| HealthRecord::decode(bytes, self.backends))
+                .and_then(|bytes| self.decode(bytes))
                 .unwrap_or_else(|| self.initial());
             if !change(&mut next) {
                 return None;
             }
-            let bytes = next.encode();
+            let bytes = self.encode(&next);
             record = Some(next);
             Some(bytes)
         });
@@ -250,21 +287,100 @@ mod tests {
         }
     }
 
+    fn store2() -> HealthStore {
+        HealthStore::new("eisodos.t.health".into(), 2, true)
+    }
+
     #[test]
     fn encoding_round_trips() {
         let record = sample();
-        assert_eq!(HealthRecord::decode(&record.encode(), 2), Some(record));
+        let health = store2();
+        let bytes = health.encode(&record);
+        assert_eq!(bytes.len(), 8 + 2 * ENTRY_LEN);
+        assert_eq!(&bytes[..4], b"EHR1");
+        assert_eq!(health.decode(&bytes), Some(record));
+        let none = HealthStore::new("k".into(), 0, true);
+        let empty = HealthRecord { backends: vec![] };
+        assert_eq!(none.decode(&none.encode(&empty)), Some(empty));
     }
 
     #[test]
     fn malformed_records_are_refused() {
-        let bytes = sample().encode();
-        assert_eq!(HealthRecord::decode(&bytes, 3), None);
-        assert_eq!(HealthRecord::decode(&bytes[1..], 2), None);
+        let health = store2();
+        let bytes = health.encode(&sample());
+        let three = HealthStore::new("eisodos.t.health".into(), 3, true);
+        assert_eq!(three.decode(&bytes), None, "another backend count");
+        assert_eq!(health.decode(&bytes[1..]), None);
+        assert_eq!(health.decode(&bytes[..bytes.len() - 1]), None);
+        assert_eq!(health.decode(&[]), None);
+        for i in 0..bytes.len() {
+            let mut flipped = bytes.clone();
+            flipped[i] ^= 0x01;
+            assert_eq!(health.decode(&flipped), None, "byte {i} changed");
+        }
+        let other = HealthStore::new("eisodos.other.health".into(), 2, true);
         assert_eq!(
-            HealthRecord::decode(&[], 0),
-            Some(HealthRecord { backends: vec![] })
+            health.decode(&other.encode(&sample())),
+            None,
+            "another key's record"
         );
+    }
+
+    /// Found by the shared-data garbage test's design (issue 14): a record without a check
+    /// trusted garbage of the right length, so random bytes could mark every backend down
+    /// (or ejected for ever). Now it reads as the initial state and the next update rebuilds
+    /// it.
+    #[test]
+    fn garbage_of_the_right_length_is_the_initial_state_and_is_rebuilt() {
+        let store = MemoryStore::new();
+        let health = store2();
+        health.ensure_created(&store).unwrap();
+        // The old format: bare entries, every backend down and ejected for ever.
+        let mut old = Vec::new();
+        HealthRecord {
+            backends: vec![
+                BackendHealth {
+                    healthy: false,
+                    ejected_until_ms: u64::MAX,
+                    ..BackendHealth::default()
+                };
+                2
+            ],
+        }
+        .encode_entries(&mut old);
+        for garbage in [
+            old,
+            vec![0; 8 + 2 * ENTRY_LEN],
+            vec![0xff; 8 + 2 * ENTRY_LEN],
+        ] {
+            store.set("eisodos.t.health", &garbage, None).unwrap();
+            assert_eq!(health.read(&store), HealthRecord::initial(2, true));
+            health.update(&store, |record| {
+                record.backends[1].successes = 1;
+                true
+            });
+            let rebuilt = health.decode(&store.value("eisodos.t.health").unwrap());
+            let mut expected = HealthRecord::initial(2, true);
+            expected.backends[1].successes = 1;
+            assert_eq!(rebuilt, Some(expected));
+        }
+    }
+
+    /// A version that is not 8 bytes read as "unreadable", so no worker followed the record
+    /// until the next update rewrote it; it is 0 now, as absent.
+    #[test]
+    fn a_malformed_version_reads_as_absent_and_the_next_update_rewrites_it() {
+        let store = MemoryStore::new();
+        let health = store2();
+        health.ensure_created(&store).unwrap();
+        for garbage in [&b""[..], b"junk", &[1; 9], &[0xff; 1 << 16]] {
+            store
+                .set("eisodos.t.health.version", garbage, None)
+                .unwrap();
+            assert_eq!(health.version(&store), Some(0));
+            health.update(&store, |_| true);
+            assert_eq!(health.version(&store), Some(1));
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use arbitrary::{Result, Unstructured};
 use eisodos_core::health::lease::{Lease, CLOCK_SKEW_MS};
-use eisodos_core::health::record::{HealthRecord, HealthStore};
+use eisodos_core::health::record::{BackendHealth, HealthRecord, HealthStore};
 use eisodos_core::inflight::{Commit, InflightTable};
 use eisodos_core::memory_store::MemoryStore;
 use eisodos_core::store::SharedStore;
@@ -140,8 +140,8 @@ fn inflight_inner(u: &mut Unstructured<'_>) -> Result<()> {
     Ok(())
 }
 
-/// The health record: exactly one entry per backend or it is the initial state, and the
-/// next update rewrites it whole.
+/// The health record: a tag, a check and exactly one entry per backend, or it is the initial
+/// state; the next update rewrites it whole. A malformed version is 0 and rewritten.
 pub fn health(input: &[u8]) {
     let _ = health_inner(&mut Unstructured::new(input));
 }
@@ -150,35 +150,61 @@ fn health_inner(u: &mut Unstructured<'_>) -> Result<()> {
     let backends = u.int_in_range(1..=6usize)?;
     let healthy: bool = u.arbitrary()?;
     let initial = HealthRecord::initial(backends, healthy);
-    let entry = initial.encode().len() / backends;
-    // Garbage of the right length half of the time, to reach the entry decoder.
-    let garbage: Vec<u8> = if u.arbitrary()? {
-        (0..backends * entry)
-            .map(|_| u.arbitrary())
-            .collect::<Result<_>>()?
+    let health = HealthStore::new(KEY.to_owned(), backends, healthy);
+    // A record of arbitrary entries two thirds of the time (half of those with a byte
+    // changed, which the check must catch), raw garbage the rest.
+    let garbage: Vec<u8> = if u.int_in_range(0..=2u8)? < 2 {
+        let record = HealthRecord {
+            backends: (0..backends)
+                .map(|_| {
+                    Ok(BackendHealth {
+                        healthy: u.arbitrary()?,
+                        successes: u.arbitrary()?,
+                        failures: u.arbitrary()?,
+                        last_status: u.arbitrary()?,
+                        last_probe_ms: u.arbitrary()?,
+                        passive_failures: u.arbitrary()?,
+                        ejected_until_ms: u.arbitrary()?,
+                        ejections: u.arbitrary()?,
+                    })
+                })
+                .collect::<Result<_>>()?,
+        };
+        let mut bytes = health.encode(&record);
+        if u.arbitrary()? {
+            let at = u.choose_index(bytes.len())?;
+            if let Some(byte) = bytes.get_mut(at) {
+                *byte ^= u.int_in_range(1..=255u8)?;
+            }
+        } else {
+            assert_eq!(health.decode(&bytes), Some(record), "a record round-trips");
+        }
+        bytes
     } else {
-        u.arbitrary()?
+        u.arbitrary::<&[u8]>()?.to_vec()
     };
     let version: &[u8] = u.arbitrary()?;
     let store = store_with(&garbage);
-    let health = HealthStore::new(KEY.to_owned(), backends, healthy);
     let [_, version_key] = health.keys();
     let version_key = version_key.to_owned();
     assert!(store.set(&version_key, version, None).is_ok());
     assert!(health.ensure_created(&store).is_ok());
 
-    let decoded = HealthRecord::decode(&garbage, backends);
-    assert_eq!(decoded.is_some(), garbage.len() == backends * entry);
+    let decoded = health.decode(&garbage);
     if let Some(record) = &decoded {
-        // Any non-zero `healthy` byte reads as healthy; the rest of the entry is kept as is.
         assert_eq!(
-            HealthRecord::decode(&record.encode(), backends).as_ref(),
-            Some(record)
+            health.encode(record),
+            garbage,
+            "only what the store writes passes"
         );
     }
     let read = health.read(&store);
     assert_eq!(read, decoded.clone().unwrap_or_else(|| initial.clone()));
-    let _ = health.version(&store);
+    assert_eq!(
+        health.version(&store),
+        Some(<[u8; 8]>::try_from(version).map_or(0, u64::from_le_bytes)),
+        "a malformed version is 0"
+    );
     let index = u.choose_index(backends)?;
     let written = health.update(&store, |record| {
         if let Some(backend) = record.backends.get_mut(index) {
@@ -194,7 +220,11 @@ fn health_inner(u: &mut Unstructured<'_>) -> Result<()> {
         backend.failures = backend.failures.saturating_add(1);
     }
     assert_eq!(written, expected, "the update starts from the record read");
-    assert_eq!(store.value(KEY), Some(written.encode()), "rewritten whole");
+    assert_eq!(
+        store.value(KEY),
+        Some(health.encode(&written)),
+        "rewritten whole"
+    );
     assert!(
         health.version(&store).is_some(),
         "the version is rewritten as one"
