@@ -407,3 +407,58 @@ fn probes_carry_the_authority_resolved_at_configure_time() {
         );
     }
 }
+
+/// Garbage under the health record (of the right length: it passed as a record before the
+/// record had a check) and its version, while one backend is down: no worker follows it (b
+/// stays out, a and c stay in), and the prober's next write rebuilds the record from what it
+/// knew, b still down.
+#[test]
+fn garbage_under_the_health_record_is_not_followed_and_is_rebuilt_from_what_was_known() {
+    use eisodos_core::health::record::HealthStore;
+    use eisodos_core::store::SharedStore;
+    let store = MemoryStore::new();
+    let json = format!("{{{CHECK}, {BACKENDS}}}");
+    let prober = worker(&json, 1, &store);
+    let other = worker(&json, 2, &store);
+    let mut token = 0;
+    let b_down = |cluster: &str| {
+        if cluster == "b" {
+            ProbeResult::Failed
+        } else {
+            ProbeResult::Status(200)
+        }
+    };
+    let changes = run_for(&prober, &store, 1_000_000, 3500, &mut token, b_down);
+    assert_eq!(changes, [(1, Change::BecameUnhealthy)]);
+    other.tick(&store, 1_003_600);
+    assert!(picks(&other, &store, 30).iter().all(|c| c != "b"));
+
+    let keys = prober.shared_keys();
+    let record_key = keys
+        .iter()
+        .find(|k| k.contains(".health.") && !k.ends_with(".version"))
+        .unwrap()
+        .to_string();
+    let health = HealthStore::new(record_key.to_owned(), 3, true);
+    let length = store.value(&record_key).unwrap().len();
+    for (round, garbage) in [vec![0; length], vec![1; length], b"junk".to_vec()]
+        .into_iter()
+        .enumerate()
+    {
+        let now = 1_004_000 + 2000 * round as u64;
+        store.set(&record_key, &garbage, None).unwrap();
+        store
+            .set(&format!("{record_key}.version"), b"bad", None)
+            .unwrap();
+        // The other worker sees the version change and does not follow the garbage.
+        other.tick(&store, now);
+        let seen = picks(&other, &store, 30);
+        assert!(seen.iter().all(|c| c != "b"), "{seen:?}");
+        assert!(seen.iter().any(|c| c == "a") && seen.iter().any(|c| c == "c"));
+        // The prober's next probe answers rebuild it, b still down.
+        run_for(&prober, &store, now + 100, 1500, &mut token, b_down);
+        let rebuilt = health.decode(&store.value(&record_key).unwrap()).unwrap();
+        assert!(!rebuilt.backends[1].healthy);
+        assert!(rebuilt.backends[0].healthy && rebuilt.backends[2].healthy);
+    }
+}

@@ -157,9 +157,12 @@ impl Monitor {
         Rc::clone(&self.view.borrow().selection)
     }
 
-    /// The record as shared data holds it now (for the status page).
+    /// The record as shared data holds it now (for the status page); this worker's copy when
+    /// the shared one is missing or fails its check.
     pub fn read(&self, store: &dyn SharedStore) -> HealthRecord {
-        self.store.read(store)
+        self.store
+            .read_valid(store)
+            .unwrap_or_else(|| self.view.borrow().record.clone())
     }
 
     /// Whether each backend may take requests (healthy and not ejected) at `now_ms`, by this
@@ -200,7 +203,8 @@ impl Monitor {
             return MonitorReport::default();
         };
         let mut change = None;
-        let written = self.store.update(store, |record| {
+        let known = self.view.borrow().record.clone();
+        let written = self.store.update_over(store, &known, |record| {
             let ejected = self
                 .primaries
                 .iter()
@@ -241,7 +245,8 @@ impl Monitor {
             let answers = prober.answers();
             if !answers.is_empty() {
                 let mut changes = Vec::new();
-                let written = self.store.update(store, |record| {
+                let known = self.view.borrow().record.clone();
+                let written = self.store.update_over(store, &known, |record| {
                     changes.clear();
                     for answer in &answers {
                         if let Some(backend) = record.backends.get_mut(answer.index) {
@@ -266,7 +271,13 @@ impl Monitor {
             (view.seen_version, now_ms >= view.selection.valid_until_ms)
         };
         if version.is_some() && (version != seen || expired) {
-            tick.followed = self.follow(config, self.store.read(store), now_ms);
+            // A record that fails its check (garbage) is not followed: this worker keeps its
+            // last good copy until a writer rebuilds the record from its own.
+            let record = self
+                .store
+                .read_valid(store)
+                .unwrap_or_else(|| self.view.borrow().record.clone());
+            tick.followed = self.follow(config, record, now_ms);
             self.view.borrow_mut().seen_version = version;
         }
         if let (Some((prober, lease)), Some(check)) = (&self.prober, &config.health_check) {

@@ -216,21 +216,43 @@ impl HealthStore {
         }
     }
 
+    /// The current record; `None` when it is missing, fails its check or cannot be read (the
+    /// caller keeps what it knew: a worker's last good copy).
+    pub fn read_valid(&self, store: &dyn SharedStore) -> Option<HealthRecord> {
+        match store.get(&self.record_key) {
+            Ok(Some((bytes, _))) => self.decode(&bytes),
+            _ => None,
+        }
+    }
+
     /// Applies `change` with a compare-and-swap loop. `change` returns whether it changed
     /// anything (nothing is written otherwise) and may run once per attempt. Returns the record
-    /// written, or `None` when nothing changed or every attempt lost.
+    /// written, or `None` when nothing changed or every attempt lost. A missing or malformed
+    /// record is replaced, starting from the initial state; see [`Self::update_over`].
     pub fn update(
         &self,
         store: &dyn SharedStore,
+        change: impl FnMut(&mut HealthRecord) -> bool,
+    ) -> Option<HealthRecord> {
+        self.update_over(store, &self.initial(), change)
+    }
+
+    /// [`Self::update`], starting from `fallback` (a worker's last good copy) when the record
+    /// is missing or fails its check: garbage is rebuilt from what the writer knew, so a
+    /// backend known down stays down and one known healthy stays healthy.
+    pub fn update_over(
+        &self,
+        store: &dyn SharedStore,
+        fallback: &HealthRecord,
         mut change: impl FnMut(&mut HealthRecord) -> bool,
     ) -> Option<HealthRecord> {
         // The record of the latest attempt, which is the one written if any was.
         let mut record = None;
         let outcome = cas::cas_update(store, &self.record_key, cas::MAX_ATTEMPTS, |current| {
-            // Missing or malformed: start again from the initial state, as `read` shows it.
+            // Missing or malformed: start again from the fallback.
             let mut next = current
                 .and_then(|bytes| self.decode(bytes))
-                .unwrap_or_else(|| self.initial());
+                .unwrap_or_else(|| fallback.clone());
             if !change(&mut next) {
                 return None;
             }
