@@ -34,8 +34,10 @@ pub const VM_ID: &str = "eisodos";
 /// A value read from shared data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SharedValue {
-    /// The bytes.
+    /// The bytes (only the first ones, with [`get_prefix`]).
     pub bytes: Vec<u8>,
+    /// The whole value's length.
+    pub size: usize,
     /// Its compare-and-swap token.
     pub cas: u32,
 }
@@ -109,19 +111,29 @@ pub fn filter() -> Value {
 /// # Errors
 /// When the request fails or the tool answers anything but a value or `absent`.
 pub fn get(envoy: &Envoy, key: &str) -> Result<Option<SharedValue>, String> {
-    let request =
-        format!("GET /.shared-data/get/{key} HTTP/1.1\r\nhost: tool\r\nconnection: close\r\n\r\n");
+    get_prefix(envoy, key, usize::MAX)
+}
+
+/// [`get`], fetching only the first `max` bytes (the size is the whole value's): cheap for a
+/// key that may hold a huge value.
+///
+/// # Errors
+/// When the request fails or the tool answers anything but a value or `absent`.
+pub fn get_prefix(envoy: &Envoy, key: &str, max: usize) -> Result<Option<SharedValue>, String> {
+    let request = format!(
+        "GET /.shared-data/get/{key}?max={max} HTTP/1.1\r\nhost: tool\r\nconnection: close\r\n\r\n"
+    );
     let response = raw::exchange(envoy.listener_port(), request.as_bytes())?;
     match response.status {
         404 if response.body == "absent\n" => Ok(None),
         200 => {
             let bytes = unhex(&response.body)?;
             let size: usize = header(&response, "x-shared-data-size")?;
-            if size != bytes.len() {
-                return Err(format!("size {size} but {} bytes", bytes.len()));
+            if bytes.len() != size.min(max) {
+                return Err(format!("size {size}, max {max}, but {} bytes", bytes.len()));
             }
             let cas = header(&response, "x-shared-data-cas")?;
-            Ok(Some(SharedValue { bytes, cas }))
+            Ok(Some(SharedValue { bytes, size, cas }))
         }
         _ => Err(format!("get {key}: {response:?}")),
     }

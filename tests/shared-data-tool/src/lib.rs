@@ -7,9 +7,9 @@
 //! answers requests under `/.shared-data/` itself and lets every other request through
 //! untouched:
 //!
-//! - `GET /.shared-data/get/<key>`: `200` with the value as lowercase hex in the body and
-//!   headers `x-shared-data-size` (bytes) and `x-shared-data-cas`; `404` `absent` when the key
-//!   does not exist.
+//! - `GET /.shared-data/get/<key>[?max=N]`: `200` with the value as lowercase hex in the body
+//!   (only its first `N` bytes with `max`) and headers `x-shared-data-size` (the whole value's
+//!   bytes) and `x-shared-data-cas`; `404` `absent` when the key does not exist.
 //! - `GET /.shared-data/set/<key>[?repeat=N]` with header `x-shared-data-value: <hex>`: sets
 //!   the key to those bytes (repeated `N` times, for values larger than a request header
 //!   holds; no header: the empty value); an optional `x-shared-data-cas` header makes it a
@@ -72,7 +72,10 @@ impl HttpContext for Request {
         let (operation, rest) = rest.split_once('/').unwrap_or((rest, ""));
         let (key, query) = rest.split_once('?').unwrap_or((rest, ""));
         match operation {
-            "get" => answer_get(key),
+            "get" => match max(query) {
+                Some(max) => answer_get(key, max),
+                None => reply(400, "bad max\n", &[]),
+            },
             "set" => match parse_set(key, query) {
                 Ok(set) => answer_set(&set),
                 Err(reason) => reply(400, &format!("{reason}\n"), &[]),
@@ -116,14 +119,27 @@ fn repeat(query: &str) -> Option<usize> {
     }
 }
 
-fn answer_get(key: &str) {
+/// `max=N` from the query (no limit when absent; any `u64`, more than the VM can address is no
+/// limit either); `None` when malformed.
+fn max(query: &str) -> Option<usize> {
+    match query.split('&').find_map(|pair| pair.strip_prefix("max=")) {
+        None => Some(usize::MAX),
+        Some(n) => n
+            .parse::<u64>()
+            .ok()
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+    }
+}
+
+fn answer_get(key: &str, max: usize) {
     match hostcalls::get_shared_data(key) {
         Ok((Some(value), cas)) => {
             let size = value.len().to_string();
+            let value = value.get(..max).unwrap_or(&value);
             let cas = cas.unwrap_or(0).to_string();
             reply(
                 200,
-                &hex(&value),
+                &hex(value),
                 &[
                     ("x-shared-data-size", size.as_str()),
                     ("x-shared-data-cas", cas.as_str()),
