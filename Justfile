@@ -60,6 +60,8 @@ lint: setup
     cargo clippy -p eisodos-core -p eisodos-filter --target wasm32-wasip1 --all-targets -- -D warnings
     # The test-only crash trigger (tests/tests/fail_strategies.rs), never in `just build`.
     cargo clippy -p eisodos-filter --target wasm32-wasip1 --features crash-trigger -- -D warnings
+    # The test-only shared-data tool (tests/shared-data-tool), never in `just build`.
+    cargo clippy -p eisodos-shared-data-tool --target wasm32-wasip1 -- -D warnings
 
 # Every manifest under deploy/ against its CRD's published schema (Istio, Gateway API, Envoy Gateway), after the validator's own tests.
 validate-manifests:
