@@ -24,6 +24,8 @@ mod deny_tests;
 mod exports;
 #[cfg(test)]
 mod fake_host;
+#[cfg(test)]
+mod garbage_tests;
 mod health_log;
 mod host;
 mod http;
