@@ -1,7 +1,7 @@
 //! In-flight request counts per backend, shared by every worker through one shared-data record.
 //!
-//! One record (a tag, a check and a little-endian `u32` per backend, see [`InflightTable::encode`])
-//! rather than a key per backend: a pick reads
+//! One record (a little-endian `u32` per backend, then a tag and a check, see
+//! [`InflightTable::encode`]) rather than a key per backend: a pick reads
 //! every count it may compare with one `get` and commits with one CAS `set`, whatever the
 //! number of candidates. The record's key carries a fingerprint of the backend list, so a
 //! reconfiguration that changes the list starts a new record while requests admitted under the
@@ -28,8 +28,10 @@ use crate::store::{SetError, SharedStore};
 
 /// Marks an in-flight table (`EIF1`).
 const TAG: [u8; 4] = *b"EIF1";
-/// Bytes before the counts: the tag and the check.
-const HEADER_LEN: usize = 8;
+/// Bytes after the counts: the tag and the check. After, not before: an older eisodos (no
+/// check) still reads the counts where it expects them, and cuts the trailer off when it writes,
+/// which this one then reads as garbage.
+const TRAILER_LEN: usize = 8;
 
 /// The counts one pick sees: the shared record with this VM's unwritten changes applied.
 pub struct Snapshot<'a> {
@@ -107,14 +109,12 @@ impl InflightTable {
     }
 
     /// The record holding `counts` (one per backend; missing ones are 0, extra ones dropped):
-    /// the tag `EIF1`, the [`checksum::check`] of the counts under this table's key, then the
-    /// counts as little-endian `u32`s. For tests and tools; the table writes its own.
+    /// the counts as little-endian `u32`s, then the tag `EIF1` and the [`checksum::check`] of
+    /// the counts under this table's key. For tests and tools; the table writes its own.
     pub fn encode(&self, counts: &[u32]) -> Vec<u8> {
-        let mut record = vec![0; HEADER_LEN + self.backends * 4];
-        if let Some(slots) = record.get_mut(HEADER_LEN..) {
-            for (slot, count) in slots.chunks_exact_mut(4).zip(counts) {
-                slot.copy_from_slice(&count.to_le_bytes());
-            }
+        let mut record = vec![0; self.backends * 4 + TRAILER_LEN];
+        for (slot, count) in record.chunks_exact_mut(4).zip(counts) {
+            slot.copy_from_slice(&count.to_le_bytes());
         }
         self.seal(&mut record);
         record
@@ -132,21 +132,21 @@ impl InflightTable {
     /// it counted release into a floor at zero. Per request: a length and tag compare and one
     /// multiply-xor step per backend.
     fn counts_of<'a>(&self, record: &'a [u8]) -> Option<&'a [u8]> {
-        let (header, counts) = record.split_first_chunk::<HEADER_LEN>()?;
-        let (tag, check) = header.split_first_chunk::<4>()?;
+        let (counts, trailer) = record.split_last_chunk::<TRAILER_LEN>()?;
+        let (tag, check) = trailer.split_first_chunk::<4>()?;
         (counts.len() == self.backends.saturating_mul(4)
             && *tag == TAG
             && *check == checksum::check(self.seed, counts).to_le_bytes())
         .then_some(counts)
     }
 
-    /// Writes the tag and the check of `record`'s counts into its header.
+    /// Writes the tag and the check of `record`'s counts into its trailer.
     fn seal(&self, record: &mut [u8]) {
-        let Some((header, counts)) = record.split_first_chunk_mut::<HEADER_LEN>() else {
+        let Some((counts, trailer)) = record.split_last_chunk_mut::<TRAILER_LEN>() else {
             return;
         };
         let check = checksum::check(self.seed, counts);
-        let (tag, check_bytes) = header.split_at_mut(4);
+        let (tag, check_bytes) = trailer.split_at_mut(4);
         tag.copy_from_slice(&TAG);
         check_bytes.copy_from_slice(&check.to_le_bytes());
     }
@@ -281,9 +281,9 @@ impl InflightTable {
     /// checked record's counts, or empty for zeros). Counts never go below zero (a release can
     /// only follow its own acquire, so zero means a lost or rebuilt record).
     fn apply(&self, counts: &[u8], index: usize, delta: i64) -> Vec<u8> {
-        let mut record = vec![0; HEADER_LEN + self.backends * 4];
+        let mut record = vec![0; self.backends * 4 + TRAILER_LEN];
         if let (Some(slots), Some(counts)) = (
-            record.get_mut(HEADER_LEN..),
+            record.get_mut(..self.backends * 4),
             counts.get(..self.backends * 4),
         ) {
             slots.copy_from_slice(counts);
@@ -293,7 +293,7 @@ impl InflightTable {
     }
 
     fn patch_and_seal(&self, record: &mut [u8], index: usize, delta: i64) {
-        let Some(slots) = record.get_mut(HEADER_LEN..) else {
+        let Some(slots) = record.get_mut(..self.backends * 4) else {
             return;
         };
         let debt = self.debt.borrow();
@@ -530,8 +530,13 @@ mod tests {
         let store = MemoryStore::new();
         let table = table(&store);
         let record = table.encode(&[1, 2, 3]);
-        assert_eq!(record.len(), 8 + 12);
-        assert_eq!(&record[..4], b"EIF1");
+        assert_eq!(record.len(), 12 + 8);
+        assert_eq!(
+            &record[..12],
+            [1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0],
+            "the counts first"
+        );
+        assert_eq!(&record[12..16], b"EIF1");
         assert_eq!(table.decode(&record), Some(vec![1, 2, 3]));
         for i in 0..record.len() {
             let mut flipped = record.clone();
@@ -541,7 +546,8 @@ mod tests {
         assert_eq!(table.decode(&record[..19]), None);
         assert_eq!(table.decode(b""), None);
         assert_eq!(table.decode(&[0; 20]), None, "zeros of the right length");
-        // The old format, a bare u32 per backend, is garbage now.
+        // The old format, a bare u32 per backend, is garbage now; an older eisodos reading
+        // this record finds the counts where it expects them.
         assert_eq!(table.decode(&[0; 12]), None);
         let other_key = InflightTable::new("eisodos.test.inflight.other".into(), 3);
         assert_eq!(
