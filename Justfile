@@ -167,7 +167,7 @@ bench *ARGS: build
 
 # Soak for MINUTES (default 10): Envoy (--concurrency 2) with eisodos at 400 req/s open loop while upstreams flap and the plugin configuration changes every minute through ECDS; RSS, /memory and eisodos' shared-data keys sampled every 5 s. Writes bench/results/soak.{md,json} and soak-rss.svg; exits 1 when a verdict fails. Local only, not in CI or `just test`.
 soak MINUTES="10" *ARGS: build
-    ENVOY_BIN="{{envoy}}" cargo run --quiet --release -p eisodos-tests --bin soak -- {{MINUTES}} {{ARGS}}
+    ENVOY_BIN="{{envoy}}" cargo run --quiet -p eisodos-tests --bin soak -- {{MINUTES}} {{ARGS}}
 
 # Fuzz every target (or the TARGETS named) for SECONDS each with the stable-toolchain harness in fuzz/, and print executions per target. A failing input is saved under target/fuzz-crashes/ (`cargo run --profile fuzz -p eisodos-fuzz -- --replay TARGET FILE`). `cargo test` runs a short fixed-seed smoke of every target.
 fuzz SECONDS="60" *TARGETS:
