@@ -16,6 +16,7 @@ mod verdict;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use eisodos_core::inflight::InflightTable;
@@ -23,7 +24,7 @@ use eisodos_core::memory_store::MemoryStore;
 use eisodos_core::store::SharedStore;
 use eisodos_tests::envoy::Envoy;
 use eisodos_tests::upstream::Upstream;
-use eisodos_tests::{client, paths};
+use eisodos_tests::{client, paths, shared_data_tool};
 
 use configs::SoakConfig;
 use sample::{KeyReader, Sample};
@@ -45,7 +46,7 @@ fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         duration: Duration::from_secs(600),
         rate: 400,
-        clients: 32,
+        clients: 64,
         out: paths::repo_root().join("bench/results"),
     };
     let mut it = std::env::args().skip(1);
@@ -108,8 +109,6 @@ pub struct Change {
     pub config: &'static str,
     /// How long the reconfiguration took to be applied, or why it failed.
     pub result: Result<Duration, String>,
-    /// Keys and their bytes just before the change.
-    pub keys_before: Option<(u64, u64)>,
 }
 
 /// Everything a soak produced, for the report.
@@ -145,10 +144,12 @@ fn run() -> Result<bool, String> {
     let ports: Vec<u16> = upstreams.iter().flatten().map(Upstream::port).collect();
     let first = cycle.first().ok_or("no configuration")?;
     let started: Vec<&Upstream> = upstreams.iter().flatten().collect();
-    let mut envoy = Envoy::builder()
+    let envoy = Envoy::builder()
         .upstreams(started)
         .plugin_config(&first.json)
         .concurrency(2)
+        .ecds()
+        .filter_before(shared_data_tool::filter())
         .try_start()?;
     println!(
         "soak: {:.1} min at {} req/s, Envoy pid {} (log {}), {} configuration changes, {} flaps",
@@ -161,6 +162,7 @@ fn run() -> Result<bool, String> {
     );
     let reader = key_reader(&envoy);
     let read = reader.as_deref();
+    let keys_read = read.is_some();
     if read.is_none() {
         println!("soak: shared-data keys NOT read (no shared-data tool in this build)");
     }
@@ -169,28 +171,38 @@ fn run() -> Result<bool, String> {
 
     let load = traffic::Load::start(envoy.listener_port(), args.rate, args.clients);
     let start = load.started();
-    let mut samples = Vec::new();
     let mut changes = Vec::new();
     let mut events = timeline(&schedule);
     events.sort_by_key(|e| e.0);
-    let mut next_sample = Duration::ZERO;
-    let mut serving = 0_usize;
-    let mut event = events.into_iter().peekable();
-    loop {
-        let now = start.elapsed();
-        if now >= schedule.duration {
-            break;
-        }
-        if now >= next_sample {
-            let s = sample::take(&envoy, now, read, &all_keys)?;
-            print_sample(&s);
-            samples.push(s);
-            next_sample += schedule.sample_every;
-            continue;
-        }
-        if let Some((at, _)) = event.peek() {
-            if *at <= now {
-                let (at, what) = event.next().ok_or("no event")?;
+    let stop_sampling = AtomicBool::new(false);
+    // Samples in a thread of their own: reading the keys takes a request per key, and the
+    // flaps and changes must happen on time.
+    let samples = std::thread::scope(|scope| -> Result<Vec<Sample>, String> {
+        let sampler = scope.spawn(|| -> Result<Vec<Sample>, String> {
+            let mut samples = Vec::new();
+            let mut next = Duration::ZERO;
+            while !stop_sampling.load(Ordering::SeqCst) {
+                let wait = next.saturating_sub(start.elapsed());
+                if !wait.is_zero() {
+                    std::thread::sleep(wait.min(Duration::from_millis(100)));
+                    continue;
+                }
+                let s = sample::take(&envoy, start.elapsed(), read, &all_keys)?;
+                print_sample(&s);
+                samples.push(s);
+                next += schedule.sample_every;
+            }
+            Ok(samples)
+        });
+        let events_result = (|| -> Result<(), String> {
+            for (at, what) in events {
+                if at >= schedule.duration {
+                    break;
+                }
+                if let Some(wait) = at.checked_sub(start.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+                let now = start.elapsed();
                 match what {
                     Event::FlapStart(i) | Event::FlapEnd(i) => {
                         let flap = schedule.flaps.get(i).ok_or("no flap")?;
@@ -205,12 +217,9 @@ fn run() -> Result<bool, String> {
                         );
                     }
                     Event::Change(i) => {
-                        serving = (i + 1) % cycle.len();
-                        let config = cycle.get(serving).ok_or("no configuration")?;
-                        let keys_before = read.and_then(|r| sample::keys(r, &all_keys).ok());
+                        let config = cycle.get((i + 1) % cycle.len()).ok_or("no configuration")?;
                         let began = Instant::now();
-                        let result =
-                            reconfigure(&mut envoy, &config.json).map(|()| began.elapsed());
+                        let result = envoy.reconfigure(&config.json).map(|_| began.elapsed());
                         println!(
                             "{:7.1} s  configuration {} ({:?})",
                             now.as_secs_f64(),
@@ -218,25 +227,26 @@ fn run() -> Result<bool, String> {
                             result
                         );
                         changes.push(Change {
-                            at,
+                            at: now,
                             config: config.name,
                             result,
-                            keys_before,
                         });
                     }
                 }
-                continue;
             }
-        }
-        let next = event
-            .peek()
-            .map_or(next_sample, |(at, _)| (*at).min(next_sample))
-            .min(schedule.duration);
-        std::thread::sleep(
-            next.saturating_sub(start.elapsed())
-                .min(Duration::from_millis(200)),
-        );
-    }
+            if let Some(wait) = schedule.duration.checked_sub(start.elapsed()) {
+                std::thread::sleep(wait);
+            }
+            Ok(())
+        })();
+        stop_sampling.store(true, Ordering::SeqCst);
+        let samples = sampler
+            .join()
+            .map_err(|_| "the sampler panicked".to_owned())?;
+        events_result?;
+        samples
+    })?;
+    let mut samples = samples;
     let (done, due, late) = load.stop();
     // Every upstream back, and the last answers and releases home: then nothing may be in
     // flight.
@@ -256,7 +266,6 @@ fn run() -> Result<bool, String> {
         Some(read) => inflight_records(read, &all_keys)?,
         None => Vec::new(),
     };
-    let _ = serving;
     let log = envoy.log();
     let vm_failures = verdict::vm_failures(&log);
     let upstream_errors: Vec<String> = upstreams
@@ -269,7 +278,7 @@ fn run() -> Result<bool, String> {
         .and_then(|r| serde_json::from_str::<serde_json::Value>(&r.body).ok())
         .and_then(|v| v["version"].as_str().map(str::to_owned))
         .unwrap_or_default();
-    envoy.stop();
+    // Envoy stops when dropped, after the report is written.
 
     let mut run = Run {
         args_rate: args.rate,
@@ -290,7 +299,7 @@ fn run() -> Result<bool, String> {
         checks: Vec::new(),
         per_flap: Vec::new(),
     };
-    judge(&mut run, read.is_some());
+    judge(&mut run, keys_read);
     report::write(&run, &args.out)?;
     for check in &run.checks {
         println!(
@@ -539,12 +548,10 @@ fn inflight_records(
     Ok(records)
 }
 
-/// Reads eisodos' shared data in the running Envoy, when this build has the tool for it.
-fn key_reader(_envoy: &Envoy) -> Option<Box<KeyReader<'static>>> {
-    None
-}
-
-/// Applies a new plugin configuration through ECDS.
-fn reconfigure(_envoy: &mut Envoy, _json: &str) -> Result<(), String> {
-    Err("no ECDS support in this build".to_owned())
+/// Reads eisodos' shared data in the running Envoy through the shared-data tool (a filter
+/// ahead of eisodos with its `vm_id`).
+fn key_reader(envoy: &Envoy) -> Option<Box<KeyReader<'_>>> {
+    Some(Box::new(move |key: &str| {
+        shared_data_tool::get(envoy, key).map(|value| value.map(|v| v.bytes))
+    }))
 }

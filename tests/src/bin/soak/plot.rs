@@ -11,7 +11,7 @@ use crate::verdict::mib;
 const W: f64 = 900.0;
 const H: f64 = 420.0;
 const LEFT: f64 = 60.0;
-const RIGHT: f64 = 20.0;
+const RIGHT: f64 = 40.0;
 const TOP: f64 = 50.0;
 const BOTTOM: f64 = 60.0;
 
@@ -22,8 +22,13 @@ pub fn svg(samples: &[Sample], schedule: &Schedule, configs: &[&str]) -> String 
         .iter()
         .map(|s| mib(s.rss as f64).max(mib(s.allocated as f64)))
         .fold(1.0_f64, f64::max);
-    // A round top: the next multiple of 20 MiB above the highest point.
-    let top_mib = ((top_mib * 1.1) / 20.0).ceil() * 20.0;
+    // A round top above the highest point, in five round steps.
+    let top_mib = [
+        50.0, 100.0, 150.0, 200.0, 250.0, 300.0, 400.0, 500.0, 750.0, 1000.0,
+    ]
+    .into_iter()
+    .find(|&top| top >= top_mib * 1.1)
+    .unwrap_or_else(|| (top_mib * 1.1 / 500.0).ceil() * 500.0);
     let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
     let x = |t: f64| LEFT + t / duration * pw;
     let y = |m: f64| TOP + ph - m / top_mib * ph;
@@ -97,12 +102,10 @@ pub fn svg(samples: &[Sample], schedule: &Schedule, configs: &[&str]) -> String 
             .unwrap_or("");
         let _ = writeln!(
             svg,
-            r##"<line x1="{xx:.1}" y1="{TOP}" x2="{xx:.1}" y2="{:.1}" stroke="#555" stroke-dasharray="4"/><text x="{:.1}" y="{:.1}" font-size="10" transform="rotate(-90 {:.1} {:.1})">{name}</text>"##,
+            r##"<line x1="{xx:.1}" y1="{TOP}" x2="{xx:.1}" y2="{:.1}" stroke="#555" stroke-dasharray="4"/><text x="{:.1}" y="{:.1}" font-size="10">{name}</text>"##,
             TOP + ph,
-            xx + 10.0,
-            TOP + 4.0,
-            xx + 10.0,
-            TOP + 4.0,
+            xx + 3.0,
+            TOP + 12.0,
         );
     }
     // The series.
@@ -147,7 +150,7 @@ pub fn svg(samples: &[Sample], schedule: &Schedule, configs: &[&str]) -> String 
             );
         }
         let _ = writeln!(svg, r#"<text x="{:.1}" y="{ly}">{text}</text>"#, lx + 22.0);
-        lx += 26.0 + text.len() as f64 * 6.5;
+        lx += 34.0 + text.len() as f64 * 6.6;
     }
     let _ = writeln!(
         svg,
@@ -157,4 +160,37 @@ pub fn svg(samples: &[Sample], schedule: &Schedule, configs: &[&str]) -> String 
     );
     svg.push_str("</svg>\n");
     svg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn samples(minutes: u64) -> Vec<Sample> {
+        (0..=minutes * 12)
+            .map(|i| Sample {
+                t: i as f64 * 5.0,
+                rss: 110 << 20,
+                allocated: (17 << 20) + (i % 3) * (1 << 19),
+                ..Sample::default()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_plot_has_both_series_every_change_and_every_flap() {
+        let schedule = Schedule::new(Duration::from_secs(600));
+        let svg = svg(&samples(10), &schedule, &["a", "b", "c", "d"]);
+        assert_eq!(svg.matches("<polyline").count(), 2);
+        assert_eq!(svg.matches("stroke-dasharray").count(), schedule.changes.len());
+        assert_eq!(
+            svg.matches(r##"height="310" fill="#"##).count(),
+            schedule.flaps.len()
+        );
+        assert!(svg.starts_with("<svg") && svg.ends_with("</svg>\n"));
+        if let Some(path) = std::env::var_os("SOAK_PLOT_SAMPLE") {
+            std::fs::write(path, &svg).expect("write the sample plot");
+        }
+    }
 }

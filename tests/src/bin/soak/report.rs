@@ -147,7 +147,7 @@ fn markdown(run: &Run) -> String {
     );
     let _ = writeln!(
         out,
-        "## Configuration changes\n\n| at | configuration | applied in | keys before (bytes) |\n| ---: | --- | ---: | ---: |"
+        "## Configuration changes\n\n| at | configuration | applied in | keys in the sample before (bytes) |\n| ---: | --- | ---: | ---: |"
     );
     for c in &run.changes {
         let _ = writeln!(
@@ -159,7 +159,7 @@ fn markdown(run: &Run) -> String {
                 Ok(d) => format!("{:.0} ms", d.as_secs_f64() * 1000.0),
                 Err(e) => format!("failed: {e}"),
             },
-            c.keys_before
+            keys_before(run, c.at.as_secs_f64())
                 .map_or("not read".to_owned(), |(k, b)| format!("{k} ({b})"))
         );
     }
@@ -199,6 +199,12 @@ fn markdown(run: &Run) -> String {
     out
 }
 
+/// The keys and their bytes of the last sample before `t`.
+fn keys_before(run: &Run, t: f64) -> Option<(u64, u64)> {
+    let s = run.samples.iter().rev().find(|s| s.t < t)?;
+    Some((s.keys?, s.key_bytes?))
+}
+
 fn machine() -> String {
     let cpus = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
     format!("{cpus} CPUs")
@@ -220,8 +226,8 @@ fn to_json(run: &Run) -> Value {
             "at_s": c.at.as_secs_f64(), "config": c.config,
             "applied_ms": c.result.as_ref().ok().map(|d| d.as_secs_f64() * 1000.0),
             "error": c.result.as_ref().err(),
-            "keys_before": c.keys_before.map(|k| k.0),
-            "key_bytes_before": c.keys_before.map(|k| k.1),
+            "keys_before": keys_before(run, c.at.as_secs_f64()).map(|k| k.0),
+            "key_bytes_before": keys_before(run, c.at.as_secs_f64()).map(|k| k.1),
         })).collect::<Vec<_>>(),
         "flaps": run.schedule.flaps.iter().enumerate().map(|(i, f)| json!({
             "upstream": crate::NAMES.get(f.upstream), "kind": f.kind.label(),

@@ -8,7 +8,7 @@ use eisodos_tests::envoy::Envoy;
 use serde_json::Value;
 
 /// Reads one shared-data key of the running Envoy: its value, `None` when absent.
-pub type KeyReader<'a> = dyn Fn(&str) -> Result<Option<Vec<u8>>, String> + 'a;
+pub type KeyReader<'a> = dyn Fn(&str) -> Result<Option<Vec<u8>>, String> + Sync + 'a;
 
 /// One sample.
 #[derive(Debug, Clone, Default, PartialEq)]
