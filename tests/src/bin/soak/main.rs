@@ -126,6 +126,9 @@ pub struct Run {
     pub in_flight_status: Vec<(String, u64)>,
     pub in_flight_records: Vec<(String, Vec<u32>)>,
     pub vm_failures: Vec<String>,
+    /// Envoy's `[error]` and `[warning]` lines, by how many times each message came (the
+    /// timestamp and thread left out).
+    pub log_lines: Vec<(String, usize)>,
     pub upstream_errors: Vec<String>,
     pub envoy_version: String,
     pub checks: Vec<verdict::Check>,
@@ -268,6 +271,7 @@ fn run() -> Result<bool, String> {
     };
     let log = envoy.log();
     let vm_failures = verdict::vm_failures(&log);
+    let log_lines = report::notable_lines(&log);
     let upstream_errors: Vec<String> = upstreams
         .iter()
         .flatten()
@@ -294,6 +298,7 @@ fn run() -> Result<bool, String> {
         in_flight_status,
         in_flight_records,
         vm_failures,
+        log_lines,
         upstream_errors,
         envoy_version,
         checks: Vec::new(),

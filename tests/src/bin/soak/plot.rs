@@ -183,7 +183,10 @@ mod tests {
         let schedule = Schedule::new(Duration::from_secs(600));
         let svg = svg(&samples(10), &schedule, &["a", "b", "c", "d"]);
         assert_eq!(svg.matches("<polyline").count(), 2);
-        assert_eq!(svg.matches("stroke-dasharray").count(), schedule.changes.len());
+        assert_eq!(
+            svg.matches("stroke-dasharray").count(),
+            schedule.changes.len()
+        );
         assert_eq!(
             svg.matches(r##"height="310" fill="#"##).count(),
             schedule.flaps.len()

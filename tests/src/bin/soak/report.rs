@@ -193,10 +193,48 @@ fn markdown(run: &Run) -> String {
             run.per_flap.get(i).copied().unwrap_or(0)
         );
     }
+    let _ = writeln!(
+        out,
+        "\n## Envoy's warnings and errors\n\n| count | message (timestamp and thread left out) |\n| ---: | --- |"
+    );
+    for (line, n) in &run.log_lines {
+        let _ = writeln!(
+            out,
+            "| {n} | `{}` |",
+            line.replace('|', "\\|").replace('`', "'")
+        );
+    }
     if !run.upstream_errors.is_empty() {
         let _ = writeln!(out, "\nUpstream-side errors: {}", run.upstream_errors.len());
     }
     out
+}
+
+/// Envoy's `[warning]`, `[error]` and `[critical]` lines, each message once with its count,
+/// most frequent first: the first `[...]` fields (time, thread) are left out, and digits
+/// become `#` so one message with different numbers counts as one.
+pub fn notable_lines(log: &str) -> Vec<(String, usize)> {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for line in log.lines() {
+        let Some(level_at) = ["[warning]", "[error]", "[critical]"]
+            .iter()
+            .find_map(|level| line.find(level))
+        else {
+            continue;
+        };
+        let message: String = line
+            .get(level_at..)
+            .unwrap_or(line)
+            .chars()
+            .map(|c| if c.is_ascii_digit() { '#' } else { c })
+            .take(200)
+            .collect();
+        *counts.entry(message).or_default() += 1;
+    }
+    let mut counts: Vec<(String, usize)> = counts.into_iter().collect();
+    counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    counts.truncate(20);
+    counts
 }
 
 /// The keys and their bytes of the last sample before `t`.
@@ -244,6 +282,7 @@ fn to_json(run: &Run) -> Value {
             "records": run.in_flight_records.iter().map(|(k, c)| (k.clone(), json!(c))).collect::<serde_json::Map<_, _>>(),
         },
         "vm_failures": run.vm_failures,
+        "log_warnings_and_errors": run.log_lines.iter().map(|(l, n)| json!({"line": l, "count": n})).collect::<Vec<_>>(),
         "upstream_errors": run.upstream_errors,
         "checks": run.checks.iter().map(|c| json!({"name": c.name, "pass": c.pass, "detail": c.detail})).collect::<Vec<_>>(),
     })
