@@ -177,6 +177,12 @@ fn markdown(run: &Run) -> String {
     for (label, n) in outcomes(run) {
         let _ = writeln!(out, "| {label} | {n} |");
     }
+    let (p50, p99, max) = latency_ms(run);
+    let _ = writeln!(
+        out,
+        "\nTime from when a request was due to its answer (waiting for a free client included), \
+         all outcomes: p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.0} ms."
+    );
     let _ = writeln!(
         out,
         "\n## Flaps\n\n| flap | upstream | what | times | failed requests it explains |\n| --- | --- | --- | --- | ---: |"
@@ -237,6 +243,22 @@ pub fn notable_lines(log: &str) -> Vec<(String, usize)> {
     counts
 }
 
+/// p50, p99 and max of the time from due to answer, in ms.
+fn latency_ms(run: &Run) -> (f64, f64, f64) {
+    let mut ms: Vec<f64> = run
+        .done
+        .iter()
+        .map(|d| d.at.saturating_sub(d.due).as_secs_f64() * 1000.0)
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        ms.get(((ms.len() as f64 * q) as usize).min(ms.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    (at(0.5), at(0.99), ms.last().copied().unwrap_or(0.0))
+}
+
 /// The keys and their bytes of the last sample before `t`.
 fn keys_before(run: &Run, t: f64) -> Option<(u64, u64)> {
     let s = run.samples.iter().rev().find(|s| s.t < t)?;
@@ -275,6 +297,7 @@ fn to_json(run: &Run) -> Value {
         "requests": {
             "due": run.due, "ended": run.done.len(), "late": run.late,
             "re_pinned": run.done.iter().filter(|d| d.moved).count(),
+            "latency_ms": {"p50": latency_ms(run).0, "p99": latency_ms(run).1, "max": latency_ms(run).2},
             "outcomes": outcomes(run).into_iter().map(|(k, v)| (k, json!(v))).collect::<serde_json::Map<_, _>>(),
         },
         "in_flight_at_end": {

@@ -9,7 +9,8 @@
 //!   ten minutes) fails the `allocated` check.
 //! - **Keys flat**: once every configuration of the cycle has been applied (and had
 //!   [`KEYS_SETTLE`] to create its keys), every later sample counts the same keys with the same
-//!   total size, and no more keys than the configurations can create.
+//!   total size: exactly the keys the configurations create (`Balancer::shared_keys`), so the
+//!   filter names its keys as the core lists them.
 //! - **Requests**: every failure is explained by a flap: a 5xx from the upstream that answers
 //!   503 while it does, or Envoy's own 5xx (no upstream answered) while an upstream is gone,
 //!   each until [`GRACE`] after the flap ends. Anything else (a transport error, eisodos'
@@ -196,10 +197,10 @@ pub fn keys_check(samples: &[Sample], from: Duration, limit: usize) -> Check {
     let (min_b, max_b) = minmax(later.iter().map(|k| k.1));
     Check {
         name,
-        pass: min_k == max_k && min_b == max_b && max_k <= limit as u64,
+        pass: min_k == max_k && min_b == max_b && max_k == limit as u64,
         detail: format!(
             "{} samples from {:.0} s on: {}..={} keys, {}..={} bytes (first {} keys, {} bytes); \
-             the configurations can create {limit}",
+             the configurations create {limit}",
             later.len(),
             from.as_secs_f64(),
             min_k,
@@ -374,10 +375,14 @@ mod tests {
         ];
         assert!(keys_check(&ok, from, 74).pass);
         let grew = [sample(130.0, 74, 200), sample(300.0, 75, 210)];
-        assert!(!keys_check(&grew, from, 80).pass);
+        assert!(!keys_check(&grew, from, 75).pass);
         let resized = [sample(130.0, 74, 200), sample(300.0, 74, 210)];
-        assert!(!keys_check(&resized, from, 80).pass);
+        assert!(!keys_check(&resized, from, 74).pass);
         assert!(!keys_check(&ok, from, 60).pass, "more keys than configured");
+        assert!(
+            !keys_check(&ok, from, 80).pass,
+            "fewer keys than configured"
+        );
         assert!(!keys_check(&ok[..1], from, 74).pass, "no samples after");
     }
 
