@@ -46,7 +46,7 @@ fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         duration: Duration::from_secs(600),
         rate: 400,
-        clients: 64,
+        clients: 128,
         out: paths::repo_root().join("bench/results"),
     };
     let mut it = std::env::args().skip(1);

@@ -398,19 +398,20 @@ mod tests {
     #[test]
     fn failures_are_explained_only_by_their_flap() {
         let schedule = Schedule::new(Duration::from_secs(600));
-        // Flap 0: upstream 0 answers 503 from 10 s to 20 s; flap 1: upstream 1 closed 30-40 s.
+        // Flap 0: upstream 0 answers 503 from 12.5 s to 25 s; flap 1: upstream 1 gone
+        // 37.5-50 s.
         let names = ["a", "b", "c", "d"];
         let up = |status, backend: &str| Outcome::Upstream {
             status,
             backend: backend.to_owned(),
         };
         let all = [
-            done(12.0, up(503, "a")),
-            done(21.5, up(503, "a")),
-            done(35.0, Outcome::Envoy { status: 503 }),
-            done(36.0, up(200, "c")),
+            done(15.0, up(503, "a")),
+            done(26.5, up(503, "a")),
+            done(40.0, Outcome::Envoy { status: 503 }),
+            done(41.0, up(200, "c")),
             done(
-                37.0,
+                42.0,
                 Outcome::Local {
                     status: 429,
                     reason: "rate_limited".into(),
@@ -421,12 +422,12 @@ mod tests {
         assert!(check.pass, "{check:?}");
         assert_eq!(&per_flap[..2], &[2, 1]);
         for stray in [
-            done(12.0, up(503, "b")),
-            done(25.0, up(503, "a")),
-            done(12.0, Outcome::Envoy { status: 503 }),
-            done(35.0, Outcome::Transport),
+            done(15.0, up(503, "b")),
+            done(30.0, up(503, "a")),
+            done(15.0, Outcome::Envoy { status: 503 }),
+            done(40.0, Outcome::Transport),
             done(
-                35.0,
+                40.0,
                 Outcome::Local {
                     status: 503,
                     reason: "no_healthy_backend".into(),
