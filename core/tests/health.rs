@@ -462,3 +462,61 @@ fn garbage_under_the_health_record_is_not_followed_and_is_rebuilt_from_what_was_
         assert!(rebuilt.backends[0].healthy && rebuilt.backends[2].healthy);
     }
 }
+
+/// Fails probes of `b`, passes the others.
+fn b_down(cluster: &str) -> ProbeResult {
+    if cluster == "b" {
+        ProbeResult::Failed
+    } else {
+        ProbeResult::Status(200)
+    }
+}
+
+/// A backend list served earlier and configured again (A, then B, then A) finds A's record as
+/// A's prober left it. Two minutes old, it is restarted in the initial state rather than
+/// trusted: `b`, down back then, takes requests at once (the soak found this: a stale mark
+/// beside one real failure put the selection in panic mode).
+#[test]
+fn a_record_nobody_kept_for_minutes_restarts_in_the_initial_state() {
+    let store = MemoryStore::new();
+    let json = format!("{{{CHECK}, {BACKENDS}}}");
+    let first = worker(&json, 1, &store);
+    let mut token = 0;
+    let changes = run_for(&first, &store, 1_000_000, 3_500, &mut token, b_down);
+    assert_eq!(changes, [(1, Change::BecameUnhealthy)]);
+    drop(first);
+
+    let again = worker(&json, 2, &store);
+    let later = 1_003_500 + 120_000;
+    let tick = again.tick(&store, later);
+    assert!(
+        tick.restarted_stale_ms.is_some_and(|age| age >= 120_000),
+        "{:?}",
+        tick.restarted_stale_ms
+    );
+    // Every worker follows the restarted record on its next tick.
+    let tick = again.tick(&store, later + 100);
+    assert_eq!(tick.restarted_stale_ms, None, "restarted once");
+    assert!(picks(&again, &store, 30).iter().any(|c| c == "b"));
+}
+
+/// The same list configured again while its record is kept (a change that leaves the backend
+/// list alone, or a quick A, B, A): the record is trusted, `b` stays out.
+#[test]
+fn a_record_kept_until_recently_survives_a_reconfiguration() {
+    let store = MemoryStore::new();
+    let json = format!("{{{CHECK}, {BACKENDS}}}");
+    let first = worker(&json, 1, &store);
+    let mut token = 0;
+    run_for(&first, &store, 1_000_000, 3_500, &mut token, b_down);
+    drop(first);
+
+    let again = worker(&json, 2, &store);
+    // The last answers came at 1_003_305 (probes go out on the first 100 ms tick an interval
+    // after the last answer, answered 5 ms later); the second tick below is five rounds of
+    // interval and timeout (7.5 s) after them: the last moment the record counts as kept.
+    let later = 1_003_305 + 7_400;
+    assert_eq!(again.tick(&store, later).restarted_stale_ms, None);
+    assert_eq!(again.tick(&store, later + 100).restarted_stale_ms, None);
+    assert!(picks(&again, &store, 30).iter().all(|c| c != "b"));
+}

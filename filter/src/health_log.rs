@@ -30,6 +30,14 @@ pub fn log(
     }
 }
 
+/// The prober found the health record of this backend list unkept for `age_ms` (a list
+/// served earlier, configured again) and restarted it in the initial state.
+pub fn log_stale_restart(age_ms: u64) {
+    info!(
+        "health record restarted: its latest probe answer was {age_ms} ms old (this backend list was not served meanwhile); probing from the initial state"
+    );
+}
+
 /// The cluster of backend `index`, for log lines.
 pub fn cluster(balancer: &Balancer, index: usize) -> &str {
     balancer

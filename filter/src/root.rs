@@ -136,6 +136,9 @@ impl EisodosRoot {
         let now = host.now_ms();
         let tick = balancer.tick(host, now);
         health_log::log(balancer, tick.changes, tick.mode_change, now);
+        if let Some(age_ms) = tick.restarted_stale_ms {
+            health_log::log_stale_restart(age_ms);
+        }
         for probe in tick.probes {
             probe::send(host, balancer, probe, now);
         }

@@ -137,6 +137,8 @@ pub struct Tick<'a> {
     pub changes: Vec<(usize, Change)>,
     /// The selection mode changed from the first to the second.
     pub mode_change: Option<(Mode, Mode)>,
+    /// This VM restarted a stale health record (its latest probe answer this many ms old).
+    pub restarted_stale_ms: Option<u64>,
 }
 
 /// What a passive health report changed, for the log.
@@ -603,6 +605,7 @@ impl Balancer {
                 .collect(),
             changes: tick.changes,
             mode_change: tick.followed.mode_change,
+            restarted_stale_ms: tick.restarted_stale_ms,
         }
     }
 

@@ -8,6 +8,7 @@ pub mod prober;
 pub mod record;
 pub mod request_outcome;
 pub mod selection;
+pub mod stale;
 
 pub use machine::{Change, ProbeResult};
 pub use monitor::{Followed, Monitor, MonitorKeys, MonitorReport, MonitorTick};

@@ -19,7 +19,8 @@ use super::machine::{self, Change, ProbeResult};
 use super::prober::Prober;
 use super::record::{HealthRecord, HealthStore};
 use super::selection::{Mode, Selection};
-use crate::config::{Config, InitialState};
+use super::stale;
+use crate::config::{Config, HealthCheckConfig, InitialState};
 use crate::store::{SetError, SharedStore};
 
 /// What changed when this worker adopted a newer health record.
@@ -40,6 +41,9 @@ pub struct MonitorTick {
     pub changes: Vec<(usize, Change)>,
     /// What following the record changed.
     pub followed: Followed,
+    /// This VM found the record stale (its latest probe answer this many ms old, see
+    /// [`stale`]) and restarted it in the initial state.
+    pub restarted_stale_ms: Option<u64>,
 }
 
 /// What one passive report did.
@@ -282,6 +286,7 @@ impl Monitor {
         }
         if let (Some((prober, lease)), Some(check)) = (&self.prober, &config.health_check) {
             if lease.hold(store, now_ms) {
+                tick.restarted_stale_ms = self.restart_if_stale(store, check, now_ms);
                 tick.probes = prober.due(&self.view.borrow().record, check, now_ms);
             }
         }
@@ -300,6 +305,28 @@ impl Monitor {
         let followed = self.follow(config, self.store.read(store), now_ms);
         self.view.borrow_mut().seen_version = Some(version);
         followed
+    }
+
+    /// On the prober: a record nobody kept (see [`stale`]) is restarted in the initial state;
+    /// every worker follows it on its next tick (the version changes). Reads only this
+    /// worker's copy unless that copy is stale.
+    fn restart_if_stale(
+        &self,
+        store: &dyn SharedStore,
+        check: &HealthCheckConfig,
+        now_ms: u64,
+    ) -> Option<u64> {
+        stale::stale_for_ms(&self.view.borrow().record, check, now_ms)?;
+        let initially_healthy = check.initial_state == InitialState::Healthy;
+        let mut age = None;
+        self.store.update(store, |record| {
+            age = stale::stale_for_ms(record, check, now_ms);
+            if age.is_some() {
+                *record = HealthRecord::initial(record.backends.len(), initially_healthy);
+            }
+            age.is_some()
+        })?;
+        age
     }
 
     /// A probe of `index` went out with `token`.
