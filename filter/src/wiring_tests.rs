@@ -737,3 +737,65 @@ fn nothing_healthy_is_answered_503_with_retry_after() {
     );
     assert_eq!(routed_to(&host), None);
 }
+
+/// Probes `backend_a` down under [`probed`]'s configuration, serves another backend list for
+/// `away_ms`, then configures the first list again and ticks twice (the prober restarts a
+/// stale record on the first tick, every worker follows it on the next); the log of those
+/// ticks and whether `backend_a` is healthy afterwards.
+fn back_to_a_list_after(away_ms: u64) -> (Vec<(LogLevel, String)>, Value) {
+    let (host, root) = probed();
+    let first = r#"{"health_check": {"path": "/healthz", "interval_ms": 1000, "timeout_ms": 250,
+              "healthy_threshold": 1, "unhealthy_threshold": 1, "interval_jitter_percent": 0},
+            "backends": [{"cluster": "backend_a"}, {"cluster": "backend_b"}]}"#;
+    root.on_tick(&host);
+    for call in host.take_http_calls() {
+        let status = if call.cluster == "backend_a" {
+            "503"
+        } else {
+            "200"
+        };
+        host.set_http_call_status(Some(status));
+        root.on_http_call_response(&host, call.token);
+    }
+    host.advance_ms(1_000);
+    root.on_tick(&host);
+    assert_eq!(status_page(&host, &root)["backends"][0]["healthy"], false);
+
+    let other = format!(r#"{{"health_check": {{"path": "/healthz"}}, {THREE}}}"#);
+    host.set_configuration(&other);
+    assert!(root.on_configure(&host, other.len()));
+    host.advance_ms(away_ms);
+    host.set_configuration(first);
+    assert!(root.on_configure(&host, first.len()));
+    host.take_logs();
+    root.on_tick(&host);
+    host.advance_ms(100);
+    root.on_tick(&host);
+    let logs = host.take_logs();
+    (logs, status_page(&host, &root)["backends"][0].clone())
+}
+
+/// A backend list configured again after two minutes restarts its health record (logged at
+/// info) instead of trusting the down mark its prober left; one configured again within five
+/// probe rounds keeps it. Only the tick reads the record: no host call on the request path.
+#[test]
+fn a_list_configured_again_after_minutes_restarts_its_health_record() {
+    let (logs, a) = back_to_a_list_after(120_000);
+    let restarted: Vec<_> = logs
+        .iter()
+        .filter(|(_, line)| {
+            line.starts_with("health record restarted: its latest probe answer was")
+        })
+        .collect();
+    assert_eq!(restarted.len(), 1, "{logs:?}");
+    assert_eq!(restarted[0].0, LogLevel::Info);
+    assert_eq!(a["healthy"], true, "{a}");
+
+    let (logs, a) = back_to_a_list_after(1_000);
+    assert!(
+        logs.iter()
+            .all(|(_, line)| !line.starts_with("health record restarted")),
+        "{logs:?}"
+    );
+    assert_eq!(a["healthy"], false, "{a}");
+}
