@@ -27,6 +27,11 @@ fn picks(balancer: &Balancer, store: &MemoryStore, n: usize) -> Vec<String> {
 /// The old configuration learns that b is down (probes) or ejected (requests), then a new one
 /// with another `filter_state` is configured as the filter does it, without a tick yet.
 fn reload_after(fields: &str, learn: impl Fn(&Balancer, &MemoryStore)) -> Vec<String> {
+    reload_at(1_001, fields, learn)
+}
+
+/// [`reload_after`], the new configuration coming at `now_ms`.
+fn reload_at(now_ms: u64, fields: &str, learn: impl Fn(&Balancer, &MemoryStore)) -> Vec<String> {
     let store = MemoryStore::new();
     let old = balancer(&format!(r#"{fields}, "filter_state": true"#));
     old.create_shared_keys(&store).unwrap();
@@ -36,7 +41,7 @@ fn reload_after(fields: &str, learn: impl Fn(&Balancer, &MemoryStore)) -> Vec<St
 
     let new = balancer(&format!(r#"{fields}, "filter_state": false"#));
     new.create_shared_keys(&store).unwrap();
-    new.catch_up(&store, 1_001);
+    new.catch_up(&store, now_ms);
     old.retire(&store);
     picks(&new, &store, 30)
 }
@@ -90,4 +95,21 @@ fn without_a_record_yet_catch_up_keeps_the_initial_state() {
     new.catch_up(&store, 5);
     assert_eq!(picks(&new, &store, 3).len(), 3);
     assert!(!picks(&new, &store, 6).contains(&"-".to_owned()));
+}
+
+/// The same list configured again two minutes after anyone probed it (A, then B, then A): its
+/// record is history, not health (`health::stale`), so the new configuration starts from
+/// `initial_state` rather than adopting b's old down mark.
+#[test]
+fn a_record_nobody_kept_for_minutes_is_not_caught_up_with() {
+    let probe_b_down = |old: &Balancer, store: &MemoryStore| {
+        old.probe_sent(1, 7, 10);
+        old.probe_answered(7, ProbeResult::Status(503), 11);
+        old.tick(store, 20);
+    };
+    let check = r#""health_check": {"path": "/h", "unhealthy_threshold": 1}"#;
+    let picked = reload_at(121_000, check, probe_b_down);
+    assert!(picked.contains(&"b".to_owned()), "{picked:?}");
+    let picked = reload_at(2_000, check, probe_b_down);
+    assert!(!picked.contains(&"b".to_owned()), "{picked:?}");
 }

@@ -298,11 +298,25 @@ impl Monitor {
     /// starts from the health the record holds, not from `initial_state` for up to a tick
     /// (which would send requests to a backend that is down or ejected, or, with
     /// `initial_state: unhealthy`, refuse every request). Two shared-data reads.
+    ///
+    /// A record that fails its check, or one nobody kept for long (see [`stale`]: the prober
+    /// restarts it on its first tick), is not adopted: the worker starts from `initial_state`,
+    /// which is what the record will say once rebuilt.
     pub fn catch_up(&self, config: &Config, store: &dyn SharedStore, now_ms: u64) -> Followed {
         let Some(version) = self.store.version(store) else {
             return Followed::default();
         };
-        let followed = self.follow(config, self.store.read(store), now_ms);
+        let Some(record) = self.store.read_valid(store) else {
+            return Followed::default();
+        };
+        let stale = config
+            .health_check
+            .as_ref()
+            .and_then(|check| stale::stale_for_ms(&record, check, now_ms));
+        if stale.is_some() {
+            return Followed::default();
+        }
+        let followed = self.follow(config, record, now_ms);
         self.view.borrow_mut().seen_version = Some(version);
         followed
     }
