@@ -22,7 +22,6 @@ pub mod exclusive;
 pub mod faulty;
 pub mod file_server;
 pub mod istio;
-pub mod keepalive_load;
 pub mod load;
 pub mod oci;
 pub mod packager;

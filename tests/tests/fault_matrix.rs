@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use eisodos_tests::envoy::Envoy;
 use eisodos_tests::faulty::{Fault, FaultyUpstream, Scope};
-use eisodos_tests::keepalive_load::{KeepAliveLoad, Sample};
+use eisodos_tests::timed_load::{Timed, TimedLoad};
 use eisodos_tests::upstream::Upstream;
 use eisodos_tests::{client, exclusive, wait};
 use serde_json::Value;
@@ -249,7 +249,7 @@ fn probe_status_once_down(envoy: &Envoy, index: usize) -> Value {
 }
 
 /// Requests that started in `[from, from + length]`.
-fn started_in(samples: &[Sample], from: Instant, length: Duration) -> usize {
+fn started_in(samples: &[Timed], from: Instant, length: Duration) -> usize {
     samples
         .iter()
         .filter(|s| s.sent >= from && s.sent <= from + length)
@@ -260,7 +260,7 @@ fn started_in(samples: &[Sample], from: Instant, length: Duration) -> usize {
 /// the third of the requests started in it that round-robin gives the bad backend (plus one
 /// for the rounding and the ticket's position), and one per connection for a request already
 /// on its way there when the window opened.
-fn window_bound(samples: &[Sample], from: Instant, length: Duration) -> usize {
+fn window_bound(samples: &[Timed], from: Instant, length: Duration) -> usize {
     started_in(samples, from, length).div_ceil(3) + 1 + CONNECTIONS
 }
 
@@ -366,7 +366,7 @@ fn run(row: &Row) -> Outcome {
         } => {
             let bad_ref = bad.as_ref().unwrap();
             watch.wait_for(faulty, 1, ready);
-            load = KeepAliveLoad::start(envoy.listener_port(), "/", CONNECTIONS, PAUSE);
+            load = TimedLoad::start(envoy.listener_port(), "/", CONNECTIONS, PAUSE);
             wait::until(Duration::from_secs(10), || {
                 (bad_ref.hits() > 10)
                     .then_some(())
@@ -409,7 +409,7 @@ fn run(row: &Row) -> Outcome {
         Script::Flap { period, duration } => {
             let bad_ref = bad.as_ref().unwrap();
             watch.wait_for(faulty, 1, ready);
-            load = KeepAliveLoad::start(envoy.listener_port(), "/", CONNECTIONS, PAUSE);
+            load = TimedLoad::start(envoy.listener_port(), "/", CONNECTIONS, PAUSE);
             let begin = Instant::now();
             let mut flips = Vec::new();
             let mut down = false;
@@ -457,7 +457,7 @@ fn run(row: &Row) -> Outcome {
         Script::AbsentCluster => {
             // The fault is there from the start: measured from when Envoy was ready, which
             // is after the first probes went out (so the measure is short, never long).
-            load = KeepAliveLoad::start(envoy.listener_port(), "/", CONNECTIONS, PAUSE);
+            load = TimedLoad::start(envoy.listener_port(), "/", CONNECTIONS, PAUSE);
             let detected = watch.wait_for(faulty, 0, ready);
             outcome.detections.push((detected, down_bound(0)));
             outcome.probe_status = Some(probe_status(&envoy));
@@ -469,7 +469,7 @@ fn run(row: &Row) -> Outcome {
         }
         Script::AllDown { hold } => {
             watch.wait_for(faulty, 1, ready);
-            load = KeepAliveLoad::start(envoy.listener_port(), "/", CONNECTIONS, PAUSE);
+            load = TimedLoad::start(envoy.listener_port(), "/", CONNECTIONS, PAUSE);
             std::thread::sleep(Duration::from_millis(300));
             let start = Instant::now();
             let ports: Vec<u16> = goods.iter().map(Upstream::port).collect();
@@ -498,7 +498,7 @@ fn run(row: &Row) -> Outcome {
             let until = healed + Duration::from_millis(up_bound() + TICK_MS + SLACK_MS);
             std::thread::sleep(Duration::from_millis(500));
             let samples = load.samples();
-            let late: Vec<&Sample> = samples
+            let late: Vec<&Timed> = samples
                 .iter()
                 .filter(|s| s.sent > until && s.status != 200)
                 .collect();
@@ -512,7 +512,7 @@ fn run(row: &Row) -> Outcome {
     }
     let samples = load.stop();
     outcome.sent = samples.len();
-    let failed: Vec<&Sample> = samples.iter().filter(|s| s.status != 200).collect();
+    let failed: Vec<&Timed> = samples.iter().filter(|s| s.status != 200).collect();
     if std::env::var_os("FAULT_DEBUG").is_some() {
         for s in &failed {
             eprintln!(
