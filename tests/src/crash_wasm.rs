@@ -4,10 +4,7 @@
 //! [`HEADER`] makes that build panic.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::OnceLock;
-
-use crate::paths;
 
 /// The request header that crashes the crash-trigger build (the filter's
 /// `crash_trigger::HEADER`).
@@ -28,34 +25,10 @@ pub fn path() -> PathBuf {
 }
 
 fn build() -> Result<PathBuf, String> {
-    let root = paths::repo_root();
-    let target_dir = root.join("target/crash");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let output = Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip1",
-            "-p",
-            "eisodos-filter",
-            "--features",
-            "crash-trigger",
-        ])
-        .env("CARGO_TARGET_DIR", &target_dir)
-        .current_dir(&root)
-        .output()
-        .map_err(|e| format!("run cargo to build the crash-trigger wasm: {e}"))?;
-    if !output.status.success() {
-        return Err(format!(
-            "building the crash-trigger wasm failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        ));
-    }
-    let wasm = target_dir.join("wasm32-wasip1/release/eisodos.wasm");
-    if wasm.is_file() {
-        Ok(wasm)
-    } else {
-        Err(format!("cargo built no {}", wasm.display()))
-    }
+    crate::wasm_build::release(
+        "eisodos-filter",
+        Some("crash-trigger"),
+        "crash",
+        "eisodos.wasm",
+    )
 }

@@ -37,3 +37,4 @@ pub mod shared_data_tool;
 pub mod timed_load;
 pub mod upstream;
 pub mod wait;
+pub mod wasm_build;

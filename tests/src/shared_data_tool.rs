@@ -20,13 +20,12 @@
 //! ```
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::OnceLock;
 
 use serde_json::{json, Value};
 
 use crate::envoy::Envoy;
-use crate::{paths, raw};
+use crate::raw;
 
 /// The shipped configuration's `vm_id` (`envoy/envoy.yaml`): the tool must share it.
 pub const VM_ID: &str = "eisodos";
@@ -56,34 +55,12 @@ pub fn wasm_path() -> PathBuf {
 }
 
 fn build() -> Result<PathBuf, String> {
-    let root = paths::repo_root();
-    let target_dir = root.join("target/shared-data-tool");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let output = Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip1",
-            "-p",
-            "eisodos-shared-data-tool",
-        ])
-        .env("CARGO_TARGET_DIR", &target_dir)
-        .current_dir(&root)
-        .output()
-        .map_err(|e| format!("run cargo to build the shared-data tool: {e}"))?;
-    if !output.status.success() {
-        return Err(format!(
-            "building the shared-data tool failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        ));
-    }
-    let wasm = target_dir.join("wasm32-wasip1/release/shared_data_tool.wasm");
-    if wasm.is_file() {
-        Ok(wasm)
-    } else {
-        Err(format!("cargo built no {}", wasm.display()))
-    }
+    crate::wasm_build::release(
+        "eisodos-shared-data-tool",
+        None,
+        "shared-data-tool",
+        "shared_data_tool.wasm",
+    )
 }
 
 /// The tool's HTTP filter, for [`crate::envoy::EnvoyBuilder::filter_before`] (builds the
