@@ -165,6 +165,10 @@ bench *ARGS: build
     cargo bench -p eisodos-core --bench selection
     ENVOY_BIN="{{envoy}}" cargo run --release -p eisodos-bench -- {{ARGS}}
 
+# The open-loop balance section alone (about 20 minutes): fixed arrival rates at 30/60/90% of the capacity this run measures, latencies from the intended send time, a slow, 5x slower, slow-mid-run or fail-fast upstream; writes bench/results/openloop.{md,json}. ARGS: --scenario TEXT, --variant TEXT, --decays MS,MS, --loads 0.6,..., --openloop-seconds S, --no-baseline.
+bench-openloop *ARGS: build
+    ENVOY_BIN="{{envoy}}" cargo run --release -p eisodos-bench -- --only openloop {{ARGS}}
+
 # Soak for MINUTES (default 10): Envoy (--concurrency 2) with eisodos at 400 req/s open loop while upstreams flap and the plugin configuration changes every minute through ECDS; RSS, /memory and eisodos' shared-data keys sampled every 5 s. Writes bench/results/soak.{md,json} and soak-rss.svg; exits 1 when a verdict fails. Local only, not in CI or `just test`.
 soak MINUTES="10" *ARGS: build
     ENVOY_BIN="{{envoy}}" cargo run --quiet -p eisodos-tests --bin soak -- {{MINUTES}} {{ARGS}}

@@ -16,6 +16,8 @@
 mod configs;
 mod instructions;
 mod loadgen;
+mod openloop;
+mod openloop_gen;
 mod process;
 mod report;
 
@@ -49,6 +51,8 @@ struct Options {
     filter: Option<String>,
     /// A smoke run: one short round, no instruction counts.
     quick: bool,
+    /// The open-loop section's choices.
+    openloop: openloop::Selection,
 }
 
 fn options() -> Options {
@@ -59,6 +63,14 @@ fn options() -> Options {
         only: None,
         filter: None,
         quick: false,
+        openloop: openloop::Selection {
+            scenario: None,
+            decays: vec![openloop::LATENCY_DECAY_MS],
+            variant: None,
+            loads: None,
+            seconds: openloop::SECONDS,
+            no_baseline: false,
+        },
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -74,12 +86,21 @@ fn options() -> Options {
             "--only" => {
                 let section = args.next().unwrap_or_default();
                 assert!(
-                    ["overhead", "scale", "balance", "instructions"].contains(&section.as_str()),
-                    "--only needs overhead, scale, balance or instructions"
+                    ["overhead", "scale", "balance", "instructions", "openloop"]
+                        .contains(&section.as_str()),
+                    "--only needs overhead, scale, balance, instructions or openloop"
                 );
                 options.only = Some(section);
             }
             "--filter" => options.filter = args.next(),
+            "--scenario" => options.openloop.scenario = args.next(),
+            "--variant" => options.openloop.variant = args.next(),
+            "--decays" => {
+                options.openloop.decays = list(args.next()).iter().map(|d| *d as u64).collect()
+            }
+            "--loads" => options.openloop.loads = Some(list(args.next())),
+            "--openloop-seconds" => options.openloop.seconds = number("--openloop-seconds"),
+            "--no-baseline" => options.openloop.no_baseline = true,
             "--quick" => {
                 options.quick = true;
                 options.rounds = 1;
@@ -89,6 +110,18 @@ fn options() -> Options {
         }
     }
     options
+}
+
+/// A comma-separated list of numbers.
+fn list(text: Option<String>) -> Vec<f64> {
+    text.unwrap_or_default()
+        .split(',')
+        .map(|v| {
+            v.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("not a number: {v}"))
+        })
+        .collect()
 }
 
 fn native(name: &'static str, lb_policy: &'static str) -> Variant {
@@ -550,6 +583,13 @@ fn run_balance(options: &Options, work: &Path) -> Vec<Measurement> {
 
 /// `--only`: one section, its lines on stderr, no report.
 fn run_only(section: &str, options: &Options, work: &Path) {
+    if section == "openloop" {
+        let report = openloop::run(&options.openloop, work);
+        let results = paths::repo_root().join("bench/results");
+        report.write(&results).expect("write the open-loop report");
+        println!("{}", report.markdown());
+        return;
+    }
     if section == "balance" {
         run_balance(options, work);
         return;
@@ -595,7 +635,7 @@ fn wasm_size(name: &str) -> u64 {
     .map_or(0, |m| m.len())
 }
 
-fn envoy_version() -> String {
+pub(crate) fn envoy_version() -> String {
     std::process::Command::new(paths::envoy_bin())
         .arg("--version")
         .output()
