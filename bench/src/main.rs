@@ -69,6 +69,7 @@ fn options() -> Options {
             variant: None,
             loads: None,
             seconds: openloop::SECONDS,
+            rounds: openloop::ROUNDS,
             no_baseline: false,
         },
     };
@@ -101,6 +102,7 @@ fn options() -> Options {
             "--loads" => options.openloop.loads = Some(list(args.next())),
             "--openloop-seconds" => options.openloop.seconds = number("--openloop-seconds"),
             "--no-baseline" => options.openloop.no_baseline = true,
+            "--openloop-rounds" => options.openloop.rounds = number("--openloop-rounds") as usize,
             "--quick" => {
                 options.quick = true;
                 options.rounds = 1;

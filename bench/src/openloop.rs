@@ -4,9 +4,12 @@
 //! backend's queue grows and in-flight counts stop telling slow from fast.
 //!
 //! First native ROUND_ROBIN's capacity over three fast upstreams (closed loop, 64
-//! connections); then each scenario × load (30, 60, 90% of it) × variant on a fresh Envoy,
-//! `--concurrency 2`: 1 s of warm-up at the rate, then `SECONDS` s measured, latencies from
-//! the intended send time. Fast upstreams answer after `FAST_MS`; the third ("slow") is the
+//! connections, median of three); then each scenario × load (30, 60, 90% of it): `ROUNDS`
+//! rounds in which every variant runs once on a fresh Envoy, `--concurrency 2` (1 s of warm-up
+//! at the rate, then `SECONDS` s measured, latencies from the intended send time), the rounds
+//! pooled per variant. Interleaving short runs spreads every variant over the same moments of
+//! a busy machine, where one long run each would give one variant a quiet minute and the
+//! next a loaded one. Fast upstreams answer after `FAST_MS`; the third ("slow") is the
 //! scenario's. Capacity is measured again at the end, to show how much the machine moved.
 
 use std::fmt::Write as _;
@@ -24,16 +27,16 @@ use crate::configs::{self, Routing};
 use crate::openloop_gen::{self, OpenLoopResult, Schedule};
 use crate::{loadgen, process, Variant};
 
-/// Measured seconds per scenario × load × variant (default).
-pub const SECONDS: u64 = 10;
+/// Measured seconds per run (default).
+pub const SECONDS: u64 = 3;
+/// Runs per scenario × load × variant (default), interleaved and pooled.
+pub const ROUNDS: usize = 3;
 /// The fast upstreams' service time.
 const FAST_MS: u64 = 2;
 /// Load levels, as fractions of the measured capacity.
 const LOADS: [f64; 3] = [0.3, 0.6, 0.9];
 /// The most client connections a run may open.
 const MAX_CONNECTIONS: usize = 512;
-/// Seconds of the mid-run scenario during which the third upstream is slow.
-const SLOW_WINDOW: (usize, usize) = (3, 7);
 
 /// What the third upstream does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +45,7 @@ pub enum Scenario {
     Slower20,
     /// 5 × `FAST_MS`.
     Times5,
-    /// `FAST_MS`, then + 20 ms during `SLOW_WINDOW`, then `FAST_MS` again.
+    /// `FAST_MS`, then + 20 ms during the middle third of each run, then `FAST_MS` again.
     SlowMidRun,
     /// 503 at once.
     FailFast,
@@ -66,10 +69,9 @@ impl Scenario {
                 "one upstream 5× slower ({FAST_MS} ms and {} ms)",
                 FAST_MS * 5
             ),
-            Scenario::SlowMidRun => format!(
-                "one upstream 20 ms slower from second {} to {} of the run, then recovered",
-                SLOW_WINDOW.0, SLOW_WINDOW.1
-            ),
+            Scenario::SlowMidRun => {
+                "one upstream 20 ms slower in the middle third of each run, then recovered".into()
+            }
             Scenario::FailFast => "one upstream answers 503 at once".into(),
         }
     }
@@ -114,6 +116,8 @@ pub struct Row {
     failed: u64,
     /// Requests due while all connections were busy (sent late, latency from the due time).
     waited: u64,
+    /// The generator's own lateness, p99: from the due time to the hand-over to a connection.
+    send_lag_p99_ms: f64,
     connections: usize,
 }
 
@@ -128,6 +132,7 @@ pub struct OpenLoopReport {
     capacity_rps: f64,
     capacity_rps_at_end: f64,
     seconds: u64,
+    rounds: usize,
     fast_ms: u64,
     rows: Vec<Row>,
 }
@@ -243,6 +248,14 @@ fn schedule(rate: f64, seconds: u64) -> Schedule {
     }
 }
 
+/// The seconds of a run during which the mid-run scenario's upstream is slow: the middle
+/// third.
+fn slow_window(seconds: u64) -> (usize, usize) {
+    let third = (seconds as usize).div_ceil(3);
+    (third, (2 * third).min(seconds as usize))
+}
+
+/// One run of one variant on a fresh Envoy: 1 s of warm-up at the rate, then `seconds`.
 fn run_one(
     variant: &Variant,
     scenario: Scenario,
@@ -254,9 +267,10 @@ fn run_one(
 ) -> OpenLoopResult {
     let (mut envoy, listener) = start_envoy(variant, ports, work);
     openloop_gen::run(listener, schedule(rate, 1), |_| {});
+    let window = slow_window(seconds);
     let result = openloop_gen::run(listener, schedule(rate, seconds), |second| {
         if scenario == Scenario::SlowMidRun {
-            let slow_now = (SLOW_WINDOW.0..SLOW_WINDOW.1).contains(&second);
+            let slow_now = (window.0..window.1).contains(&second);
             let extra = if slow_now { 20 } else { 0 };
             slow.set_delay(Duration::from_millis(FAST_MS + extra));
         }
@@ -268,23 +282,32 @@ fn run_one(
     result
 }
 
-fn row(scenario: Scenario, load: f64, variant: &str, rate: f64, r: &OpenLoopResult) -> Row {
-    let seconds = r.duration.as_secs() as usize;
-    let mid = scenario == Scenario::SlowMidRun;
+fn row(
+    scenario: &str,
+    mid: bool,
+    load: f64,
+    variant: &str,
+    rate: f64,
+    seconds: u64,
+    r: &OpenLoopResult,
+) -> Row {
+    let window = slow_window(seconds);
+    let seconds = seconds as usize;
     Row {
-        scenario: scenario.key().into(),
+        scenario: scenario.into(),
         load,
         variant: variant.into(),
         target_rps: rate,
         achieved_rps: r.achieved_rps(),
         slow_share: r.share("slow", 0, seconds),
-        slow_share_during: mid.then(|| r.share("slow", SLOW_WINDOW.0, SLOW_WINDOW.1)),
-        slow_share_after: mid.then(|| r.share("slow", SLOW_WINDOW.1, seconds)),
+        slow_share_during: mid.then(|| r.share("slow", window.0, window.1)),
+        slow_share_after: mid.then(|| r.share("slow", window.1, seconds)),
         p50_ms: r.percentile_ms(0.5),
         p99_ms: r.percentile_ms(0.99),
         p999_ms: r.percentile_ms(0.999),
         failed: r.errors + r.unfinished,
         waited: r.waited,
+        send_lag_p99_ms: r.send_lag_us.value_at_quantile(0.99) as f64 / 1000.0,
         connections: r.connections,
     }
 }
@@ -301,11 +324,43 @@ pub struct Selection {
     pub loads: Option<Vec<f64>>,
     /// Measured seconds per run.
     pub seconds: u64,
+    /// Runs per variant, interleaved with the other variants', pooled.
+    pub rounds: usize,
     /// Skip the baseline runs.
     pub no_baseline: bool,
 }
 
-/// Runs the section, prints a line per run on stderr, returns the report.
+fn print(row: &Row) {
+    eprintln!(
+        "openloop | {:<14} {:>3.0}% {:<44} {:>7.0}/{:<7.0} rq/s  slow {:>5.1}%{}  p50 {:>6.2}  p99 {:>7.2}  p99.9 {:>7.2} ms  failed {}  waited {}  lag p99 {:.2} ms  conns {}",
+        row.scenario,
+        row.load * 100.0,
+        row.variant,
+        row.achieved_rps,
+        row.target_rps,
+        row.slow_share * 100.0,
+        match (row.slow_share_during, row.slow_share_after) {
+            (Some(d), Some(a)) => format!(" (during {:.1}%, after {:.1}%)", d * 100.0, a * 100.0),
+            _ => String::new(),
+        },
+        row.p50_ms,
+        row.p99_ms,
+        row.p999_ms,
+        row.failed,
+        row.waited,
+        row.send_lag_p99_ms,
+        row.connections
+    );
+}
+
+/// Native ROUND_ROBIN's capacity: the median of three closed-loop measurements.
+fn capacity_median(ports: &[u16], work: &Path) -> f64 {
+    let mut runs: Vec<f64> = (0..3).map(|_| capacity(ports, work)).collect();
+    runs.sort_by(f64::total_cmp);
+    runs[1]
+}
+
+/// Runs the section, prints a line per row on stderr, returns the report.
 pub fn run(selection: &Selection, work: &Path) -> OpenLoopReport {
     let load_average_before = load_average();
     let fast = |name: &str| {
@@ -316,9 +371,9 @@ pub fn run(selection: &Selection, work: &Path) -> OpenLoopReport {
     let (fast_a, fast_b) = (fast("fast_a"), fast("fast_b"));
     let capacity_rps = {
         let fast_c = fast("fast_c");
-        capacity(&[fast_a.port(), fast_b.port(), fast_c.port()], work)
+        capacity_median(&[fast_a.port(), fast_b.port(), fast_c.port()], work)
     };
-    eprintln!("openloop | capacity (native ROUND_ROBIN, closed loop, 64 connections): {capacity_rps:.0} rq/s; load average {load_average_before}");
+    eprintln!("openloop | capacity (native ROUND_ROBIN, closed loop, 64 connections, median of 3): {capacity_rps:.0} rq/s; load average {load_average_before}");
     let loads = selection.loads.clone().unwrap_or_else(|| LOADS.to_vec());
     let variants: Vec<Variant> = variants(&selection.decays)
         .into_iter()
@@ -330,43 +385,6 @@ pub fn run(selection: &Selection, work: &Path) -> OpenLoopReport {
         })
         .collect();
     let mut rows = Vec::new();
-    let print = |row: &Row| {
-        eprintln!(
-            "openloop | {:<14} {:>3.0}% {:<44} {:>7.0}/{:<7.0} rq/s  slow {:>5.1}%{}  p50 {:>6.2}  p99 {:>7.2}  p99.9 {:>7.2} ms  failed {}  waited {}  conns {}",
-            row.scenario,
-            row.load * 100.0,
-            row.variant,
-            row.achieved_rps,
-            row.target_rps,
-            row.slow_share * 100.0,
-            match (row.slow_share_during, row.slow_share_after) {
-                (Some(d), Some(a)) => format!(" (during {:.1}%, after {:.1}%)", d * 100.0, a * 100.0),
-                _ => String::new(),
-            },
-            row.p50_ms,
-            row.p99_ms,
-            row.p999_ms,
-            row.failed,
-            row.waited,
-            row.connections
-        );
-    };
-    // The baseline: the same two fast upstreams, the third removed.
-    for &load in loads.iter().filter(|_| !selection.no_baseline) {
-        let rate = capacity_rps * load;
-        let variant = baseline();
-        let (mut envoy, listener) = start_envoy(&variant, &[fast_a.port(), fast_b.port()], work);
-        openloop_gen::run(listener, schedule(rate, 1), |_| {});
-        let result = openloop_gen::run(listener, schedule(rate, selection.seconds), |_| {});
-        envoy.stop();
-        let row = row(Scenario::Slower20, load, variant.name, rate, &result);
-        let row = Row {
-            scenario: "baseline".into(),
-            ..row
-        };
-        print(&row);
-        rows.push(row);
-    }
     for scenario in Scenario::ALL {
         if selection
             .scenario
@@ -377,19 +395,57 @@ pub fn run(selection: &Selection, work: &Path) -> OpenLoopReport {
         }
         let slow = scenario.third();
         let ports = [fast_a.port(), fast_b.port(), slow.port()];
+        // The baseline (the slow upstream removed) runs among the 20 ms scenario's variants.
+        let with_baseline = scenario == Scenario::Slower20 && !selection.no_baseline;
+        let reference = baseline();
         for &load in &loads {
             let rate = capacity_rps * load;
-            for variant in &variants {
-                let result = run_one(
-                    variant,
-                    scenario,
+            let mut pooled: Vec<Option<OpenLoopResult>> = vec![None; variants.len() + 1];
+            for _round in 0..selection.rounds.max(1) {
+                for (i, variant) in variants.iter().enumerate() {
+                    let result = run_one(
+                        variant,
+                        scenario,
+                        rate,
+                        &ports,
+                        &slow,
+                        selection.seconds,
+                        work,
+                    );
+                    match &mut pooled[i] {
+                        Some(total) => total.merge(&result),
+                        slot => *slot = Some(result),
+                    }
+                }
+                if with_baseline {
+                    let fast_only = [fast_a.port(), fast_b.port()];
+                    let result = run_one(
+                        &reference,
+                        scenario,
+                        rate,
+                        &fast_only,
+                        &slow,
+                        selection.seconds,
+                        work,
+                    );
+                    match &mut pooled[variants.len()] {
+                        Some(total) => total.merge(&result),
+                        slot => *slot = Some(result),
+                    }
+                }
+            }
+            let names = variants.iter().map(|v| v.name).chain([reference.name]);
+            for (name, result) in names.zip(&pooled) {
+                let Some(result) = result else { continue };
+                let row = row(
+                    scenario.key(),
+                    scenario == Scenario::SlowMidRun,
+                    load,
+                    name,
                     rate,
-                    &ports,
-                    &slow,
                     selection.seconds,
-                    work,
+                    result,
                 );
-                let row = row(scenario, load, variant.name, rate, &result);
                 print(&row);
                 rows.push(row);
             }
@@ -397,7 +453,7 @@ pub fn run(selection: &Selection, work: &Path) -> OpenLoopReport {
     }
     let capacity_rps_at_end = {
         let fast_c = fast("fast_c");
-        capacity(&[fast_a.port(), fast_b.port(), fast_c.port()], work)
+        capacity_median(&[fast_a.port(), fast_b.port(), fast_c.port()], work)
     };
     let load_average_after = load_average();
     eprintln!("openloop | capacity at the end: {capacity_rps_at_end:.0} rq/s; load average {load_average_after}");
@@ -410,6 +466,7 @@ pub fn run(selection: &Selection, work: &Path) -> OpenLoopReport {
         capacity_rps,
         capacity_rps_at_end,
         seconds: selection.seconds,
+        rounds: selection.rounds.max(1),
         fast_ms: FAST_MS,
         rows,
     }
@@ -430,10 +487,12 @@ impl OpenLoopReport {
         let _ = writeln!(
             out,
             "Machine: {} (nproc {}), Envoy {}, `--concurrency 2`. Load average (1, 5, 15 min) {} before, {} after. \
-             Capacity: native ROUND_ROBIN over three {} ms upstreams, closed loop, 64 connections: {:.0} rq/s at the start, {:.0} at the end. \
-             Each row: a fresh Envoy, 1 s of warm-up at the rate, then {} s at a fixed arrival rate (30, 60, 90% of the start capacity) over keep-alive \
+             Capacity: native ROUND_ROBIN over three {} ms upstreams, closed loop, 64 connections, median of three: {:.0} rq/s at the start, {:.0} at the end. \
+             Each row pools {} runs, interleaved with the other variants' (round by round): a fresh Envoy, 1 s of warm-up at the rate, then {} s at a fixed arrival rate (30, 60, 90% of the start capacity) over keep-alive \
              connections opened as needed (up to {MAX_CONNECTIONS}); latency from each request's intended send time. \
              `failed`: non-2xx, transport errors and requests unfinished 2 s after the last was due. \
+             `client lag`: the generator's own lateness (from the due time to the hand-over to a connection), part of every latency: on a busy machine, its scheduling delay. \
+             The baseline row (in the 20 ms table) is latency-weighted eisodos over the two fast upstreams only, the slow one removed. \
              Every variant has passive ejection on (eisodos `outlier_detection`, Envoy's `outlier_detection`, 5 consecutive 5xx).\n",
             self.machine,
             self.nproc,
@@ -443,40 +502,9 @@ impl OpenLoopReport {
             self.fast_ms,
             self.capacity_rps,
             self.capacity_rps_at_end,
+            self.rounds,
             self.seconds
         );
-        let baseline: Vec<&Row> = self
-            .rows
-            .iter()
-            .filter(|r| r.scenario == "baseline")
-            .collect();
-        if !baseline.is_empty() {
-            let _ = writeln!(
-                out,
-                "#### Baseline: the slow upstream removed (two {} ms upstreams)\n",
-                self.fast_ms
-            );
-            let _ = writeln!(
-                out,
-                "| load | variant | rq/s (target) | p50 ms | p99 ms | p99.9 ms | failed |"
-            );
-            let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- | --- |");
-            for r in &baseline {
-                let _ = writeln!(
-                    out,
-                    "| {:.0}% | {} | {} ({}) | {} | {} | {} | {} |",
-                    r.load * 100.0,
-                    r.variant,
-                    fmt(r.achieved_rps, 0),
-                    fmt(r.target_rps, 0),
-                    fmt(r.p50_ms, 2),
-                    fmt(r.p99_ms, 2),
-                    fmt(r.p999_ms, 2),
-                    r.failed
-                );
-            }
-            out.push('\n');
-        }
         for scenario in Scenario::ALL {
             let rows: Vec<&Row> = self
                 .rows
@@ -486,19 +514,22 @@ impl OpenLoopReport {
             if rows.is_empty() {
                 continue;
             }
-            let mid = scenario == Scenario::SlowMidRun;
             let share_name = if scenario == Scenario::FailFast {
-                "failing"
+                "failing upstream's share"
+            } else if scenario == Scenario::SlowMidRun {
+                "slow share: all, while slow, after"
             } else {
-                "slow"
+                "slow share"
             };
             let _ = writeln!(out, "#### {}\n", scenario.title());
-            if mid {
-                let _ = writeln!(out, "| load | variant | rq/s (target) | {share_name} share: all, while slow, after | p50 ms | p99 ms | p99.9 ms | failed |");
-            } else {
-                let _ = writeln!(out, "| load | variant | rq/s (target) | {share_name} share | p50 ms | p99 ms | p99.9 ms | failed |");
-            }
-            let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- | --- | --- |");
+            let _ = writeln!(
+                out,
+                "| load | variant | rq/s (target) | {share_name} | p50 ms | p99 ms | p99.9 ms | failed | client lag p99 ms |"
+            );
+            let _ = writeln!(
+                out,
+                "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+            );
             for r in rows {
                 let share = match (r.slow_share_during, r.slow_share_after) {
                     (Some(d), Some(a)) => format!(
@@ -511,7 +542,7 @@ impl OpenLoopReport {
                 };
                 let _ = writeln!(
                     out,
-                    "| {:.0}% | {} | {} ({}) | {share} | {} | {} | {} | {} |",
+                    "| {:.0}% | {} | {} ({}) | {share} | {} | {} | {} | {} | {} |",
                     r.load * 100.0,
                     r.variant,
                     fmt(r.achieved_rps, 0),
@@ -519,7 +550,8 @@ impl OpenLoopReport {
                     fmt(r.p50_ms, 2),
                     fmt(r.p99_ms, 2),
                     fmt(r.p999_ms, 2),
-                    r.failed
+                    r.failed,
+                    fmt(r.send_lag_p99_ms, 2)
                 );
             }
             out.push('\n');

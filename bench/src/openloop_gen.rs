@@ -48,17 +48,51 @@ pub struct OpenLoopResult {
     pub waited: u64,
     /// Requests not sent, or not answered, by the end of the grace period.
     pub unfinished: u64,
-    /// Connections opened.
+    /// Connections opened (the most in one run, when merged).
     pub connections: usize,
-    /// The schedule's span (the achieved rate is `answered / duration`).
+    /// The schedule's span, summed over merged runs (the achieved rate is `answered /
+    /// duration`).
     pub duration: Duration,
     /// Latency from the intended send time, µs, of every answered request.
     pub latency_us: Histogram<u64>,
+    /// From the intended send time to the request's hand-over to its connection, µs: the
+    /// generator's own lateness (a busy machine's scheduling delay, or a wait for a
+    /// connection), part of every latency.
+    pub send_lag_us: Histogram<u64>,
     /// Answers per `x-upstream` value and per second of the schedule (by due time).
     pub upstreams: Vec<(String, Vec<u64>)>,
 }
 
 impl OpenLoopResult {
+    /// Adds another run's counts (rounds of one variant, pooled): per-second counts are
+    /// added by second of their own run.
+    pub fn merge(&mut self, other: &OpenLoopResult) {
+        self.answered += other.answered;
+        self.errors += other.errors;
+        self.waited += other.waited;
+        self.unfinished += other.unfinished;
+        self.connections = self.connections.max(other.connections);
+        self.duration += other.duration;
+        let _ = self.latency_us.add(&other.latency_us);
+        let _ = self.send_lag_us.add(&other.send_lag_us);
+        for (name, counts) in &other.upstreams {
+            let index = match self.upstreams.iter().position(|(n, _)| n == name) {
+                Some(i) => i,
+                None => {
+                    self.upstreams.push((name.clone(), Vec::new()));
+                    self.upstreams.len() - 1
+                }
+            };
+            let own = &mut self.upstreams[index].1;
+            if own.len() < counts.len() {
+                own.resize(counts.len(), 0);
+            }
+            for (total, n) in own.iter_mut().zip(counts) {
+                *total += n;
+            }
+        }
+    }
+
     /// Answers per second over the schedule.
     pub fn achieved_rps(&self) -> f64 {
         self.answered as f64 / self.duration.as_secs_f64()
@@ -161,9 +195,9 @@ pub fn run(port: u16, schedule: Schedule, mut on_second: impl FnMut(usize)) -> O
         permits: Semaphore::new(schedule.max_connections),
     });
     let tally = Arc::new(Mutex::new(Tally::default()));
-    let latency = Arc::new(Mutex::new(
-        Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds"),
-    ));
+    let histogram =
+        || Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds");
+    let latency = Arc::new(Mutex::new((histogram(), histogram())));
     runtime.block_on(async {
         for _ in 0..schedule.initial_connections.min(schedule.max_connections) {
             if let Some(sender) = pool.connect().await {
@@ -207,7 +241,7 @@ pub fn run(port: u16, schedule: Schedule, mut on_second: impl FnMut(usize)) -> O
     });
     drop(runtime);
     let tally = std::mem::take(&mut *tally.lock().expect("tally lock"));
-    let latency_us = latency.lock().expect("histogram lock").clone();
+    let (latency_us, send_lag_us) = latency.lock().expect("histogram lock").clone();
     let opened = *pool.opened.lock().expect("pool lock");
     OpenLoopResult {
         answered: tally.answered,
@@ -217,6 +251,7 @@ pub fn run(port: u16, schedule: Schedule, mut on_second: impl FnMut(usize)) -> O
         connections: opened,
         duration: schedule.duration,
         latency_us,
+        send_lag_us,
         upstreams: tally.upstreams,
     }
 }
@@ -224,7 +259,7 @@ pub fn run(port: u16, schedule: Schedule, mut on_second: impl FnMut(usize)) -> O
 async fn send_one(
     pool: Arc<Pool>,
     tally: Arc<Mutex<Tally>>,
-    latency: Arc<Mutex<Histogram<u64>>>,
+    latency: Arc<Mutex<(Histogram<u64>, Histogram<u64>)>>,
     due: Instant,
     second: usize,
 ) {
@@ -250,6 +285,7 @@ async fn send_one(
         tally.lock().expect("tally lock").transport += 1;
         return;
     }
+    let lag = u64::try_from(due.elapsed().as_micros()).unwrap_or(u64::MAX);
     let request = Request::get("/")
         .header("host", "bench.eisodos")
         .body(Empty::<Bytes>::new())
@@ -282,10 +318,10 @@ async fn send_one(
             if let Some(name) = upstream {
                 t.count(&name, second);
             }
-            let _ = latency
-                .lock()
-                .expect("histogram lock")
-                .record(micros.max(1));
+            let mut histograms = latency.lock().expect("histogram lock");
+            let _ = histograms.0.record(micros.max(1));
+            let _ = histograms.1.record(lag.max(1));
+            drop(histograms);
             drop(t);
             pool.idle.lock().expect("pool lock").push(sender);
         }
