@@ -165,7 +165,7 @@ bench *ARGS: build
     cargo bench -p eisodos-core --bench selection
     ENVOY_BIN="{{envoy}}" cargo run --release -p eisodos-bench -- {{ARGS}}
 
-# The open-loop balance section alone (about 20 minutes): fixed arrival rates at 30/60/90% of the capacity this run measures, latencies from the intended send time, a slow, 5x slower, slow-mid-run or fail-fast upstream; writes bench/results/openloop.{md,json}. ARGS: --scenario TEXT, --variant TEXT, --decays MS,MS, --loads 0.6,..., --openloop-seconds S, --no-baseline.
+# The open-loop balance section alone (about 30 minutes on a busy 2-core machine): fixed arrival rates at 30/60/90% of the capacity this run measures, latencies from the intended send time, a slow, 5x slower, slow-mid-run or fail-fast upstream; writes bench/results/openloop.{md,json}. ARGS: --scenario TEXT, --variant TEXT, --decays MS,MS, --loads 0.6,..., --openloop-seconds S, --no-baseline.
 bench-openloop *ARGS: build
     ENVOY_BIN="{{envoy}}" cargo run --release -p eisodos-bench -- --only openloop {{ARGS}}
 

@@ -6,7 +6,7 @@
 //! Never asserts absolute times: the machine is noisy.
 //!
 //! Usage: `eisodos-bench [--rounds N] [--seconds S] [--connections C] [--quick]
-//! [--only overhead|scale|balance|instructions] [--filter TEXT]`, or `eisodos-bench --from-json`
+//! [--only overhead|scale|balance|instructions|openloop] [--filter TEXT]` (openloop: see `openloop.rs` for its options), or `eisodos-bench --from-json`
 //! to redo the markdown and plot from `bench/results/latest.json`. `--only` runs one section
 //! and prints its lines (and, for `instructions`, its table) without writing the report;
 //! `--filter` keeps the instruction-count variants whose name contains TEXT (and the
