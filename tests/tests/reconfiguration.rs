@@ -415,7 +415,9 @@ fn an_ejection_stays_in_force_across_a_reload() {
     wait::until(Duration::from_secs(10), || {
         let before = who_answers(&envoy, 30);
         if before.iter().any(|u| u == "backend_b") {
-            Err(format!("backend_b still answers before the reload: {before:?}"))
+            Err(format!(
+                "backend_b still answers before the reload: {before:?}"
+            ))
         } else {
             Ok(())
         }

@@ -41,6 +41,8 @@ const INTERVAL_MS: u64 = 400;
 struct Sample {
     status: u16,
     upstream: Option<String>,
+    /// `x-eisodos-reason` of a local reply, or the transport error: why a request failed.
+    why: Option<String>,
 }
 
 /// Two keep-alive connections sending back to back until stopped (a connection that fails is
@@ -69,14 +71,21 @@ impl Traffic {
                             Some(Ok(response)) => Sample {
                                 status: response.status,
                                 upstream: response.header("x-upstream").map(str::to_owned),
+                                why: response.header("x-eisodos-reason").map(str::to_owned),
                             },
-                            _ => {
+                            Some(Err(error)) => {
                                 connection = None;
                                 Sample {
                                     status: 0,
                                     upstream: None,
+                                    why: Some(error),
                                 }
                             }
+                            None => Sample {
+                                status: 0,
+                                upstream: None,
+                                why: Some("cannot connect".to_owned()),
+                            },
                         };
                         samples.lock().unwrap().push(sample);
                         std::thread::sleep(Duration::from_millis(2));
@@ -387,7 +396,15 @@ fn garbage_under_every_record_is_rebuilt_and_never_misroutes() {
                 "{record:20} {kind:34} rebuilt in {took:>9.1?}; {} requests, {failed} failed, window spread {spread:?}",
                 during.len()
             );
-            assert_eq!(failed, 0, "{record}, {kind}: requests failed");
+            let failures: Vec<(u16, &Option<String>)> = during
+                .iter()
+                .filter(|s| s.status != 200)
+                .map(|s| (s.status, &s.why))
+                .collect();
+            assert_eq!(
+                failed, 0,
+                "{record}, {kind}: requests failed (status, reason or error): {failures:?}"
+            );
             assert_eq!(
                 to_d, 0,
                 "{record}, {kind}: the down backend was believed up"
