@@ -18,10 +18,7 @@ pub const HEADER: &str = "x-eisodos-test-crash";
 /// When cargo fails, with its output.
 pub fn path() -> PathBuf {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BUILT
-        .get_or_init(build)
-        .clone()
-        .unwrap_or_else(|e| panic!("{e}"))
+    crate::wasm_build::once(&BUILT, build)
 }
 
 fn build() -> Result<PathBuf, String> {

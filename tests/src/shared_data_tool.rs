@@ -48,10 +48,7 @@ pub struct SharedValue {
 /// When cargo fails, with its output.
 pub fn wasm_path() -> PathBuf {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BUILT
-        .get_or_init(build)
-        .clone()
-        .unwrap_or_else(|e| panic!("{e}"))
+    crate::wasm_build::once(&BUILT, build)
 }
 
 fn build() -> Result<PathBuf, String> {

@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::OnceLock;
 
 use crate::paths;
 
@@ -51,4 +52,18 @@ pub fn release(
     } else {
         Err(format!("cargo built no {}", wasm.display()))
     }
+}
+
+/// The module `build` makes, built once per test binary and kept in `built`.
+///
+/// # Panics
+/// When the build fails, with cargo's output.
+pub fn once(
+    built: &'static OnceLock<Result<PathBuf, String>>,
+    build: impl FnOnce() -> Result<PathBuf, String>,
+) -> PathBuf {
+    built
+        .get_or_init(build)
+        .clone()
+        .unwrap_or_else(|e| panic!("{e}"))
 }
