@@ -99,7 +99,14 @@ fn options() -> Options {
             "--decays" => {
                 options.openloop.decays = list(args.next()).iter().map(|d| *d as u64).collect()
             }
-            "--loads" => options.openloop.loads = Some(list(args.next())),
+            "--loads" => {
+                let loads = list(args.next());
+                // A percentage (60) read as a fraction would ask for 60 times the capacity.
+                if let Some(bad) = loads.iter().find(|l| !(**l > 0.0 && **l <= 2.0)) {
+                    panic!("--loads takes fractions of the capacity (0.6 for 60%), not {bad}");
+                }
+                options.openloop.loads = Some(loads)
+            }
             "--openloop-seconds" => options.openloop.seconds = number("--openloop-seconds"),
             "--no-baseline" => options.openloop.no_baseline = true,
             "--openloop-rounds" => options.openloop.rounds = number("--openloop-rounds") as usize,
