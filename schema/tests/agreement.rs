@@ -573,6 +573,11 @@ fn rule_probes() -> Vec<String> {
             });
         }
         configs.push(with(&format!(r#""panic_threshold_percent": {number}"#)));
+        for field in ["degraded_ratio", "degraded_trickle_ms"] {
+            configs.push(with(&format!(
+                r#""policy": "least_request", "least_request": {{"latency_decay_ms": 1000, "{field}": {number}}}"#
+            )));
+        }
         configs.push(with(&format!(
             r#""policy": "ip_hash", "bounded_load_factor": {number}"#
         )));

@@ -105,15 +105,61 @@ fn a_slow_upstream_gets_few_requests_and_fewer_still_weighted_by_latency() {
     // round-robin's share: six times the highest measured, and a policy that ignores load
     // fails it.
     assert!(share(plain) < 1.0 / 6.0, "slow upstream got {plain:?}");
-    // Weighted by latency, the slow upstream gets a first request and another whenever its
-    // estimate has decayed below the fast ones' cost: 0.12-0.42% (about 5 requests) in the same
-    // runs, 5-20 times less than plain. Weighting that did nothing would leave the two shares
+    // Weighted by latency, the slow upstream gets a first request and, once degraded (its
+    // floor is over 3 times the fast ones'), one per second per worker: 0.12-0.42% (about 5
+    // requests) in the same runs before the screen existed, 5-20 times less than plain. Weighting that did nothing would leave the two shares
     // alike; halving is the bound: the weighted count would have to reach about 24 (8 Poisson
     // standard deviations above its mean) or plain fall to 10 (5 below) for a false failure.
     assert!(
         share(weighted) * 2.0 < share(plain),
         "weighting must at least halve the slow share: {weighted:?} vs {plain:?}"
     );
+}
+
+/// An upstream 50 ms slower on every request, with latency weighting: once degraded, it gets
+/// one request per `degraded_trickle_ms` per worker however much traffic the fast ones take;
+/// with `degraded_ratio: 0` it gets a request whenever its peak estimate has decayed below a
+/// fast one's cost (every few hundred ms with a 100 ms decay).
+#[test]
+fn a_degraded_upstream_gets_only_its_trickle() {
+    let _machine = exclusive::machine();
+    let screened = slow_hits_after_warm_up(r#""degraded_trickle_ms": 60000"#);
+    let unscreened = slow_hits_after_warm_up(r#""degraded_ratio": 0"#);
+    eprintln!("slow upstream after warm-up: screened {screened:?}, unscreened {unscreened:?}");
+    // Each worker tried it once unmeasured and sent its first trickle in the warm-up (or, a
+    // worker that saw no warm-up request, both in the measured part): at most 2 per worker.
+    // The next trickle is a minute away. The fast floors would have to pass a third of 50 ms
+    // on every response for a quarter second to lift the screen.
+    assert!(screened.0 <= 4, "{screened:?}");
+    // The check can fail: unscreened, the same load sent it 14-17 times in four runs.
+    assert!(unscreened.0 > 4, "{unscreened:?}");
+}
+
+/// Two fast upstreams and one 50 ms slower, latency-weighted with a 100 ms decay and `extra`
+/// fields; 8 clients send 50 requests each (warm-up), then 200 each. The slow upstream's hits
+/// in the second part, and all hits in it.
+fn slow_hits_after_warm_up(extra: &str) -> (u64, u64) {
+    let fast_a = Upstream::builder("fast_a").start();
+    let fast_b = Upstream::builder("fast_b").start();
+    let slow = Upstream::builder("slow")
+        .delay(Duration::from_millis(50))
+        .start();
+    let envoy = Envoy::builder()
+        .upstreams([&fast_a, &fast_b, &slow])
+        .plugin_config(&format!(
+            r#"{{"policy": "least_request",
+                "least_request": {{"latency_decay_ms": 100, {extra}}},
+                "backends": [{{"cluster": "fast_a"}}, {{"cluster": "fast_b"}}, {{"cluster": "slow"}}]}}"#
+        ))
+        .concurrency(2)
+        .start();
+    let hits = || [fast_a.hits(), fast_b.hits(), slow.hits()];
+    load(&envoy, 8, 50);
+    let before = hits();
+    load(&envoy, 8, 200);
+    let after = hits();
+    let during = |i: usize| after[i] - before[i];
+    (during(2), during(0) + during(1) + during(2))
 }
 
 #[test]

@@ -1140,7 +1140,7 @@ mod tests {
     fn latency_weighted_least_request_starves_a_slow_backend_until_it_decays() {
         let store = MemoryStore::new();
         let balancer = balancer(&with_policy(
-            r#""policy": "least_request", "least_request": {"choice_count": 3, "latency_decay_ms": 1000}"#,
+            r#""policy": "least_request", "least_request": {"choice_count": 3, "latency_decay_ms": 1000, "degraded_ratio": 0}"#,
         ));
         assert!(balancer.wants_latency());
         balancer.create_shared_keys(&store).unwrap();
@@ -1165,6 +1165,37 @@ mod tests {
         now_us.set(now_us.get() + 3_500_000);
         serve(10, &mut later);
         assert!(later[2] >= 1, "tried again once it decayed: {later:?}");
+    }
+
+    #[test]
+    fn a_degraded_backend_gets_one_request_per_trickle_however_busy_the_rest() {
+        let store = MemoryStore::new();
+        let balancer = balancer(&with_policy(
+            r#""policy": "least_request", "least_request": {"latency_decay_ms": 100, "degraded_trickle_ms": 500}"#,
+        ));
+        let now_us = Cell::new(1_000_000);
+        let mut counts = [0; 3];
+        // 10 s of one request every 100 µs, each 1 ms (20 ms on backend 2), 10 in flight.
+        let mut held = std::collections::VecDeque::new();
+        for _ in 0..100_000 {
+            let choice = route(balancer.choose(&store, &Request::default()));
+            // The first second is warm-up: while every backend is unmeasured and busy, all
+            // cost alike.
+            if now_us.get() >= 2_000_000 {
+                counts[choice.index] += 1;
+            }
+            held.push_back(choice.index);
+            if held.len() > 10 {
+                if let Some(index) = held.pop_front() {
+                    let took = if index == 2 { 20_000 } else { 1_000 };
+                    balancer.observe_latency(index, took, now_us.get());
+                    balancer.release(&store, index);
+                }
+            }
+            now_us.set(now_us.get() + 100);
+        }
+        // One per 500 ms in the last 9 s.
+        assert!((17..=19).contains(&counts[2]), "{counts:?}");
     }
 
     #[test]

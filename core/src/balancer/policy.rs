@@ -14,7 +14,7 @@ use super::counting::{Counting, Room};
 use super::plan::Plan;
 use crate::config::{Config, HashSource, IpHashConfig, OnMissingKey, Policy};
 use crate::inflight::Commit;
-use crate::policy::{Ketama, LeastRequest, PeakEwma};
+use crate::policy::{Ketama, LatencyFloor, LeastRequest, PeakEwma, Screen};
 use crate::request_key::{self, RequestView};
 use crate::store::{SetError, SharedStore};
 use crate::ticket::{Ticket, TicketCounter};
@@ -104,10 +104,48 @@ pub enum PolicyState {
         /// The comparison.
         least: LeastRequest,
         /// This worker's latency estimates, with `latency_decay_ms`.
-        latency: Option<PeakEwma>,
+        latency: Option<Latency>,
     },
     /// Consistent hashing.
     Hash(Hash),
+}
+
+/// One worker's view of its backends' latency: the estimates compared, and the floors that
+/// screen out degraded backends (unless `degraded_ratio` is 0).
+#[derive(Debug)]
+pub struct Latency {
+    /// Peak-EWMA estimates, decaying with `latency_decay_ms`.
+    pub estimates: PeakEwma,
+    /// Recent floors, for `degraded_ratio`.
+    pub floors: Option<LatencyFloor>,
+}
+
+impl Latency {
+    fn new(config: &Config, decay_ms: u32) -> Self {
+        let backends = config.backends.len();
+        let tuning = config.least_request;
+        Self {
+            estimates: PeakEwma::new(backends, decay_ms),
+            floors: (tuning.degraded_ratio > 0.0).then(|| {
+                LatencyFloor::new(backends, tuning.degraded_ratio, tuning.degraded_trickle_ms)
+            }),
+        }
+    }
+
+    /// A response from `index` that took `latency_us`, ending at `end_us`.
+    pub fn observe(&self, index: usize, latency_us: u64, end_us: u64) {
+        self.estimates.observe(index, latency_us, end_us);
+        if let Some(floors) = &self.floors {
+            floors.observe(index, latency_us, end_us);
+        }
+    }
+
+    fn screen(&self, population: &[usize]) -> Screen {
+        match &self.floors {
+            Some(floors) => floors.screen(population),
+            None => Screen::All,
+        }
+    }
 }
 
 impl PolicyState {
@@ -126,7 +164,7 @@ impl PolicyState {
                     latency: config
                         .least_request
                         .latency_decay_ms
-                        .map(|decay_ms| PeakEwma::new(config.backends.len(), decay_ms)),
+                        .map(|decay_ms| Latency::new(config, decay_ms)),
                 }
             }
             Policy::ConsistentHash | Policy::IpHash => Self::Hash(Hash {
@@ -163,7 +201,7 @@ impl PolicyState {
     }
 
     /// This worker's latency estimates, when the policy weighs by latency.
-    pub fn latency(&self) -> Option<&PeakEwma> {
+    pub fn latency(&self) -> Option<&Latency> {
         match self {
             Self::LeastRequest { latency, .. } => latency.as_ref(),
             _ => None,
@@ -241,15 +279,24 @@ impl PolicyState {
                         open = all.iter().copied().filter(|&i| room.has_room(i)).collect();
                         &open
                     };
-                    match latency {
-                        None => least.pick(population, |i| room.count(i), rng),
-                        Some(latency) => least.pick_by_latency(
-                            population,
-                            |i| room.count(i),
-                            |i| latency.latency(i),
-                            rng,
-                        ),
-                    }
+                    let Some(latency) = latency else {
+                        return least.pick(population, |i| room.count(i), rng);
+                    };
+                    let screened;
+                    let population = match latency.screen(population) {
+                        Screen::All => population,
+                        Screen::Trickle(index) => return Some(index),
+                        Screen::Only(rest) => {
+                            screened = rest;
+                            &screened
+                        }
+                    };
+                    least.pick_by_latency(
+                        population,
+                        |i| room.count(i),
+                        |i| latency.estimates.latency(i),
+                        rng,
+                    )
                 });
                 counted(counting, picked, Reason::LeastRequest)
             }

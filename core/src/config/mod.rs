@@ -614,7 +614,7 @@ mod tests {
             (
                 r#""policy": "least_request", "least_request": {"zz": 1}"#,
                 "least_request.zz",
-                "`choice_count`, `active_request_bias`, `latency_decay_ms`",
+                "`choice_count`, `active_request_bias`, `latency_decay_ms`, `degraded_ratio`, `degraded_trickle_ms`",
             ),
             (
                 r#""policy": "ip_hash", "ip_hash": {"zz": 1}"#,

@@ -11,6 +11,23 @@ pub const MAX_TICKET_BATCH: u32 = 1024;
 pub const MIN_LATENCY_DECAY_MS: u32 = 100;
 /// See [`MIN_LATENCY_DECAY_MS`].
 pub const MAX_LATENCY_DECAY_MS: u32 = 600_000;
+/// Default `least_request.degraded_ratio` with latency weighting: a backend whose fastest
+/// recent response is over 3 times the fastest backend's gets only a trickle. 3 leaves room for
+/// backends of unlike hardware (and a 5× slower one is still screened), measured in `just
+/// bench-openloop`.
+pub const DEFAULT_DEGRADED_RATIO: f64 = 3.0;
+/// Smallest `degraded_ratio` other than 0 (off): below it, noise between equal backends
+/// would screen one of them.
+pub const MIN_DEGRADED_RATIO: f64 = 1.5;
+/// Largest `degraded_ratio`.
+pub const MAX_DEGRADED_RATIO: f64 = 1000.0;
+/// Default `least_request.degraded_trickle_ms`: one request per second per worker to a
+/// degraded backend, 0.1% of 2,000 rq/s over two workers, and a recovery seen within a second.
+pub const DEFAULT_DEGRADED_TRICKLE_MS: u32 = 1000;
+/// Shortest and longest `degraded_trickle_ms`.
+pub const MIN_DEGRADED_TRICKLE_MS: u32 = 10;
+/// See [`MIN_DEGRADED_TRICKLE_MS`].
+pub const MAX_DEGRADED_TRICKLE_MS: u32 = 600_000;
 /// Most distinct candidates least-request compares.
 pub const MAX_CHOICE_COUNT: u32 = 100;
 /// Largest `active_request_bias` accepted (Envoy sets none; beyond this the share is ~0).
@@ -89,6 +106,11 @@ pub struct LeastRequestConfig {
     /// When set, candidates are compared by `latency × (active + 1) / weight`, the latency a
     /// peak EWMA decaying with this time constant (ms).
     pub latency_decay_ms: Option<u32>,
+    /// With latency weighting: a backend whose fastest recent response is over this many
+    /// times the fastest backend's is degraded and gets only a trickle; 0 turns it off.
+    pub degraded_ratio: f64,
+    /// One request per this many ms per worker to each degraded backend.
+    pub degraded_trickle_ms: u32,
 }
 
 impl Default for LeastRequestConfig {
@@ -97,6 +119,8 @@ impl Default for LeastRequestConfig {
             choice_count: 2,
             active_request_bias: 1.0,
             latency_decay_ms: None,
+            degraded_ratio: DEFAULT_DEGRADED_RATIO,
+            degraded_trickle_ms: DEFAULT_DEGRADED_TRICKLE_MS,
         }
     }
 }
@@ -208,9 +232,37 @@ pub(super) fn read_least_request(
             "latency_decay_ms",
             MIN_LATENCY_DECAY_MS..=MAX_LATENCY_DECAY_MS,
         )?,
+        degraded_ratio: defaults.degraded_ratio,
+        degraded_trickle_ms: defaults.degraded_trickle_ms,
+    };
+    let ratio = section.optional("degraded_ratio")?;
+    let trickle = section.optional("degraded_trickle_ms")?;
+    if config.latency_decay_ms.is_none() {
+        if let Some(at) = ratio.as_ref().or(trickle.as_ref()) {
+            return Err(at.error(
+                "applies only with `latency_decay_ms` (latency weighting); set it or remove this"
+                    .to_owned(),
+            ));
+        }
+    }
+    let degraded_ratio = match ratio {
+        None => config.degraded_ratio,
+        Some(at) => match at.f64()? {
+            0.0 => 0.0,
+            r if (MIN_DEGRADED_RATIO..=MAX_DEGRADED_RATIO).contains(&r) => r,
+            _ => return Err(at.error("must be 0 (off) or between 1.5 and 1000.0".to_owned())),
+        },
+    };
+    let degraded_trickle_ms = match trickle {
+        None => config.degraded_trickle_ms,
+        Some(at) => at.u32_in(MIN_DEGRADED_TRICKLE_MS..=MAX_DEGRADED_TRICKLE_MS)?,
     };
     section.finish()?;
-    Ok(config)
+    Ok(LeastRequestConfig {
+        degraded_ratio,
+        degraded_trickle_ms,
+        ..config
+    })
 }
 
 /// `on_missing_key`, for the hashing policies.
@@ -303,8 +355,21 @@ mod tests {
                 choice_count: 3,
                 active_request_bias: 0.5,
                 latency_decay_ms: Some(10_000),
+                degraded_ratio: DEFAULT_DEGRADED_RATIO,
+                degraded_trickle_ms: DEFAULT_DEGRADED_TRICKLE_MS,
             }
         );
+        let degraded = |fields: &str| {
+            parse(&format!(
+                r#"{{"policy": "least_request", "least_request": {{"latency_decay_ms": 1000, {fields}}}, {A}}}"#
+            ))
+            .map(|c| (c.least_request.degraded_ratio, c.least_request.degraded_trickle_ms))
+        };
+        assert_eq!(
+            degraded(r#""degraded_ratio": 0, "degraded_trickle_ms": 10"#).unwrap(),
+            (0.0, 10)
+        );
+        assert_eq!(degraded(r#""degraded_ratio": 1.5"#).unwrap(), (1.5, 1000));
         let config = parse(&format!(
             r#"{{"policy": "consistent_hash", "hash_key": [{{"header": "x-user-id"}}, {{"cookie": "session"}}, {{"query": "user"}}, {{"path": {{}}}}, {{"source_ip": {{}}}}], "on_missing_key": "reject", "bounded_load_factor": 1.25, {A}}}"#
         ))
@@ -387,6 +452,26 @@ mod tests {
             (
                 r#""policy": "least_request", "least_request": {"latency_decay_ms": 600001}"#,
                 "least_request.latency_decay_ms",
+            ),
+            (
+                r#""policy": "least_request", "least_request": {"latency_decay_ms": 1000, "degraded_ratio": 1.4}"#,
+                "least_request.degraded_ratio",
+            ),
+            (
+                r#""policy": "least_request", "least_request": {"latency_decay_ms": 1000, "degraded_ratio": 1001}"#,
+                "least_request.degraded_ratio",
+            ),
+            (
+                r#""policy": "least_request", "least_request": {"latency_decay_ms": 1000, "degraded_trickle_ms": 9}"#,
+                "least_request.degraded_trickle_ms",
+            ),
+            (
+                r#""policy": "least_request", "least_request": {"degraded_ratio": 3}"#,
+                "least_request.degraded_ratio",
+            ),
+            (
+                r#""policy": "least_request", "least_request": {"degraded_trickle_ms": 500}"#,
+                "least_request.degraded_trickle_ms",
             ),
             (
                 r#""policy": "least_request", "least_request": {"active_request_bias": -0.1}"#,

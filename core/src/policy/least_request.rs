@@ -290,9 +290,8 @@ mod tests {
         let policy = LeastRequest::new(
             &[1, 2],
             LeastRequestConfig {
-                choice_count: 2,
                 active_request_bias: 0.0,
-                latency_decay_ms: None,
+                ..Default::default()
             },
         );
         let mut rng = Rng::with_seed(13);

@@ -2,12 +2,14 @@
 //! backend index. Shared state and request inputs are the balancer's business.
 
 pub mod ketama;
+pub mod latency_floor;
 pub mod least_request;
 pub mod peak_ewma;
 pub mod random;
 pub mod round_robin;
 
 pub use ketama::Ketama;
+pub use latency_floor::{LatencyFloor, Screen};
 pub use least_request::LeastRequest;
 pub use peak_ewma::PeakEwma;
 pub use random::WeightedRandom;
