@@ -119,6 +119,9 @@ pub struct Row {
     /// The generator's own lateness, p99: from the due time to the hand-over to a connection.
     send_lag_p99_ms: f64,
     connections: usize,
+    /// Fail-fast scenario only: passive ejections over all rounds (warm-up included), from
+    /// eisodos' `ejections_total` or the native cluster's `ejections_enforced_total`.
+    ejections: Option<u64>,
 }
 
 /// The whole section's result.
@@ -199,6 +202,14 @@ fn variants(decays: &[u64]) -> Vec<Variant> {
             3,
         ));
     }
+    if decays.contains(&LATENCY_DECAY_MS) {
+        // The same without the degraded screen: what the screen adds.
+        all.push(eisodos(
+            "eisodos latency-weighted, no screen (degraded_ratio 0)",
+            json!({"policy": "least_request", "least_request": {"latency_decay_ms": LATENCY_DECAY_MS, "degraded_ratio": 0}}),
+            3,
+        ));
+    }
     all
 }
 
@@ -255,7 +266,23 @@ fn slow_window(seconds: u64) -> (usize, usize) {
     (third, (2 * third).min(seconds as usize))
 }
 
-/// One run of one variant on a fresh Envoy: 1 s of warm-up at the rate, then `seconds`.
+/// Passive ejections Envoy counted: eisodos' `ejections_total` of every backend, or the
+/// native cluster's `outlier_detection.ejections_enforced_total`.
+fn ejections(envoy: &Envoy) -> u64 {
+    envoy
+        .stats()
+        .lines()
+        .filter_map(|line| line.split_once(": "))
+        .filter(|(name, _)| {
+            name.ends_with(";.;ejections_total")
+                || name.ends_with(".outlier_detection.ejections_enforced_total")
+        })
+        .filter_map(|(_, value)| value.trim().parse::<u64>().ok())
+        .sum()
+}
+
+/// One run of one variant on a fresh Envoy: 1 s of warm-up at the rate, then `seconds`; with
+/// the passive ejections counted in the fail-fast scenario.
 fn run_one(
     variant: &Variant,
     scenario: Scenario,
@@ -264,7 +291,7 @@ fn run_one(
     slow: &Upstream,
     seconds: u64,
     work: &Path,
-) -> OpenLoopResult {
+) -> (OpenLoopResult, Option<u64>) {
     let (mut envoy, listener) = start_envoy(variant, ports, work);
     openloop_gen::run(listener, schedule(rate, 1), |_| {});
     let window = slow_window(seconds);
@@ -275,11 +302,12 @@ fn run_one(
             slow.set_delay(Duration::from_millis(FAST_MS + extra));
         }
     });
+    let ejected = (scenario == Scenario::FailFast).then(|| ejections(&envoy));
     envoy.stop();
     if scenario == Scenario::SlowMidRun {
         slow.set_delay(Duration::from_millis(FAST_MS));
     }
-    result
+    (result, ejected)
 }
 
 fn row(
@@ -290,6 +318,7 @@ fn row(
     rate: f64,
     seconds: u64,
     r: &OpenLoopResult,
+    ejections: Option<u64>,
 ) -> Row {
     let window = slow_window(seconds);
     let seconds = seconds as usize;
@@ -309,6 +338,7 @@ fn row(
         waited: r.waited,
         send_lag_p99_ms: r.send_lag_us.value_at_quantile(0.99) as f64 / 1000.0,
         connections: r.connections,
+        ejections,
     }
 }
 
@@ -332,7 +362,7 @@ pub struct Selection {
 
 fn print(row: &Row) {
     eprintln!(
-        "openloop | {:<14} {:>3.0}% {:<44} {:>7.0}/{:<7.0} rq/s  slow {:>5.1}%{}  p50 {:>6.2}  p99 {:>7.2}  p99.9 {:>7.2} ms  failed {}  waited {}  lag p99 {:.2} ms  conns {}",
+        "openloop | {:<14} {:>3.0}% {:<44} {:>7.0}/{:<7.0} rq/s  slow {:>5.1}%{}  p50 {:>6.2}  p99 {:>7.2}  p99.9 {:>7.2} ms  failed {}  waited {}  lag p99 {:.2} ms  conns {}{}",
         row.scenario,
         row.load * 100.0,
         row.variant,
@@ -349,7 +379,9 @@ fn print(row: &Row) {
         row.failed,
         row.waited,
         row.send_lag_p99_ms,
-        row.connections
+        row.connections,
+        row.ejections
+            .map_or(String::new(), |n| format!("  ejections {n}"))
     );
 }
 
@@ -401,9 +433,10 @@ pub fn run(selection: &Selection, work: &Path) -> OpenLoopReport {
         for &load in &loads {
             let rate = capacity_rps * load;
             let mut pooled: Vec<Option<OpenLoopResult>> = vec![None; variants.len() + 1];
+            let mut ejected: Vec<Option<u64>> = vec![None; variants.len() + 1];
             for _round in 0..selection.rounds.max(1) {
                 for (i, variant) in variants.iter().enumerate() {
-                    let result = run_one(
+                    let (result, ejections) = run_one(
                         variant,
                         scenario,
                         rate,
@@ -416,10 +449,13 @@ pub fn run(selection: &Selection, work: &Path) -> OpenLoopReport {
                         Some(total) => total.merge(&result),
                         slot => *slot = Some(result),
                     }
+                    if let Some(n) = ejections {
+                        *ejected[i].get_or_insert(0) += n;
+                    }
                 }
                 if with_baseline {
                     let fast_only = [fast_a.port(), fast_b.port()];
-                    let result = run_one(
+                    let (result, _) = run_one(
                         &reference,
                         scenario,
                         rate,
@@ -435,7 +471,7 @@ pub fn run(selection: &Selection, work: &Path) -> OpenLoopReport {
                 }
             }
             let names = variants.iter().map(|v| v.name).chain([reference.name]);
-            for (name, result) in names.zip(&pooled) {
+            for ((name, result), ejections) in names.zip(&pooled).zip(&ejected) {
                 let Some(result) = result else { continue };
                 let row = row(
                     scenario.key(),
@@ -445,6 +481,7 @@ pub fn run(selection: &Selection, work: &Path) -> OpenLoopReport {
                     rate,
                     selection.seconds,
                     result,
+                    *ejections,
                 );
                 print(&row);
                 rows.push(row);
@@ -488,12 +525,12 @@ impl OpenLoopReport {
             out,
             "Machine: {} (nproc {}), Envoy {}, `--concurrency 2`. Load average (1, 5, 15 min) {} before, {} after. \
              Capacity: native ROUND_ROBIN over three {} ms upstreams, closed loop, 64 connections, median of three: {:.0} rq/s at the start, {:.0} at the end. \
-             Each row pools {} runs, interleaved with the other variants' (round by round): a fresh Envoy, 1 s of warm-up at the rate, then {} s at a fixed arrival rate (30, 60, 90% of the start capacity) over keep-alive \
+             Each row pools {} run(s), interleaved with the other variants' (round by round): a fresh Envoy, 1 s of warm-up at the rate, then {} s at a fixed arrival rate (30, 60, 90% of the start capacity) over keep-alive \
              connections opened as needed (up to {MAX_CONNECTIONS}); latency from each request's intended send time. \
              `failed`: non-2xx, transport errors and requests unfinished 2 s after the last was due. \
              `client lag`: the generator's own lateness (from the due time to the hand-over to a connection), part of every latency: on a busy machine, its scheduling delay. \
              The baseline row (in the 20 ms table) is latency-weighted eisodos over the two fast upstreams only, the slow one removed. \
-             Every variant has passive ejection on (eisodos `outlier_detection`, Envoy's `outlier_detection`, 5 consecutive 5xx).\n",
+             Every variant has passive ejection on (eisodos `outlier_detection`, Envoy's `outlier_detection`, 5 consecutive 5xx); `ejections` (fail-fast table) counts the ejections Envoy reported over all rounds, warm-up included (eisodos `ejections_total`, native `outlier_detection.ejections_enforced_total`). The `no screen` row is latency-weighted eisodos with `degraded_ratio: 0`.\n",
             self.machine,
             self.nproc,
             self.envoy,
@@ -521,14 +558,17 @@ impl OpenLoopReport {
             } else {
                 "slow share"
             };
+            let fail_fast = scenario == Scenario::FailFast;
             let _ = writeln!(out, "#### {}\n", scenario.title());
             let _ = writeln!(
                 out,
-                "| load | variant | rq/s (target) | {share_name} | p50 ms | p99 ms | p99.9 ms | failed | client lag p99 ms |"
+                "| load | variant | rq/s (target) | {share_name} | p50 ms | p99 ms | p99.9 ms | failed | client lag p99 ms |{}",
+                if fail_fast { " ejections |" } else { "" }
             );
             let _ = writeln!(
                 out,
-                "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+                "| --- | --- | --- | --- | --- | --- | --- | --- | --- |{}",
+                if fail_fast { " --- |" } else { "" }
             );
             for r in rows {
                 let share = match (r.slow_share_during, r.slow_share_after) {
@@ -542,7 +582,7 @@ impl OpenLoopReport {
                 };
                 let _ = writeln!(
                     out,
-                    "| {:.0}% | {} | {} ({}) | {share} | {} | {} | {} | {} | {} |",
+                    "| {:.0}% | {} | {} ({}) | {share} | {} | {} | {} | {} | {} |{}",
                     r.load * 100.0,
                     r.variant,
                     fmt(r.achieved_rps, 0),
@@ -551,7 +591,8 @@ impl OpenLoopReport {
                     fmt(r.p99_ms, 2),
                     fmt(r.p999_ms, 2),
                     r.failed,
-                    fmt(r.send_lag_p99_ms, 2)
+                    fmt(r.send_lag_p99_ms, 2),
+                    r.ejections.map_or(String::new(), |n| format!(" {n} |"))
                 );
             }
             out.push('\n');
