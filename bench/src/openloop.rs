@@ -318,7 +318,6 @@ fn row(
     rate: f64,
     seconds: u64,
     r: &OpenLoopResult,
-    ejections: Option<u64>,
 ) -> Row {
     let window = slow_window(seconds);
     let seconds = seconds as usize;
@@ -338,7 +337,7 @@ fn row(
         waited: r.waited,
         send_lag_p99_ms: r.send_lag_us.value_at_quantile(0.99) as f64 / 1000.0,
         connections: r.connections,
-        ejections,
+        ejections: None,
     }
 }
 
@@ -473,7 +472,7 @@ pub fn run(selection: &Selection, work: &Path) -> OpenLoopReport {
             let names = variants.iter().map(|v| v.name).chain([reference.name]);
             for ((name, result), ejections) in names.zip(&pooled).zip(&ejected) {
                 let Some(result) = result else { continue };
-                let row = row(
+                let mut row = row(
                     scenario.key(),
                     scenario == Scenario::SlowMidRun,
                     load,
@@ -481,8 +480,8 @@ pub fn run(selection: &Selection, work: &Path) -> OpenLoopReport {
                     rate,
                     selection.seconds,
                     result,
-                    *ejections,
                 );
+                row.ejections = *ejections;
                 print(&row);
                 rows.push(row);
             }
