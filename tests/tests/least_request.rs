@@ -63,16 +63,7 @@ fn wait_for_gauges(envoy: &Envoy, clusters: &[&str], expected: &[u64]) {
 /// Two fast upstreams and one 200 ms slower under 16 concurrent clients (2400 requests) with
 /// `plugin_config`: the hits per upstream, once the in-flight gauges are back to zero.
 fn split_with_a_slow_upstream(plugin_config: &str) -> [u64; 3] {
-    let fast_a = Upstream::builder("fast_a").start();
-    let fast_b = Upstream::builder("fast_b").start();
-    let slow = Upstream::builder("slow")
-        .delay(Duration::from_millis(200))
-        .start();
-    let envoy = Envoy::builder()
-        .upstreams([&fast_a, &fast_b, &slow])
-        .plugin_config(plugin_config)
-        .concurrency(2)
-        .start();
+    let (fast_a, fast_b, slow, envoy) = two_fast_one_slow(200, plugin_config);
 
     load(&envoy, 16, 150);
 
@@ -81,6 +72,22 @@ fn split_with_a_slow_upstream(plugin_config: &str) -> [u64; 3] {
     assert!(hits[0] > 600 && hits[1] > 600, "{hits:?}");
     wait_for_gauges(&envoy, &["fast_a", "fast_b", "slow"], &[0, 0, 0]);
     hits
+}
+
+/// Upstreams `fast_a`, `fast_b` and `slow` (answering after `slow_ms`), and an Envoy with
+/// `--concurrency 2` routing to them with `plugin_config`.
+fn two_fast_one_slow(slow_ms: u64, plugin_config: &str) -> (Upstream, Upstream, Upstream, Envoy) {
+    let fast_a = Upstream::builder("fast_a").start();
+    let fast_b = Upstream::builder("fast_b").start();
+    let slow = Upstream::builder("slow")
+        .delay(Duration::from_millis(slow_ms))
+        .start();
+    let envoy = Envoy::builder()
+        .upstreams([&fast_a, &fast_b, &slow])
+        .plugin_config(plugin_config)
+        .concurrency(2)
+        .start();
+    (fast_a, fast_b, slow, envoy)
 }
 
 fn share(hits: [u64; 3]) -> f64 {
@@ -131,7 +138,7 @@ fn a_degraded_upstream_gets_only_its_trickle() {
     // The next trickle is a minute away. The fast floors would have to pass a third of 50 ms
     // on every response for a quarter second to lift the screen.
     assert!(screened.0 <= 4, "{screened:?}");
-    // The check can fail: unscreened, the same load sent it 14-17 times in four runs.
+    // The check can fail: unscreened, the same load sent it 14-20 times in five runs.
     assert!(unscreened.0 > 4, "{unscreened:?}");
 }
 
@@ -139,20 +146,14 @@ fn a_degraded_upstream_gets_only_its_trickle() {
 /// fields; 8 clients send 50 requests each (warm-up), then 200 each. The slow upstream's hits
 /// in the second part, and all hits in it.
 fn slow_hits_after_warm_up(extra: &str) -> (u64, u64) {
-    let fast_a = Upstream::builder("fast_a").start();
-    let fast_b = Upstream::builder("fast_b").start();
-    let slow = Upstream::builder("slow")
-        .delay(Duration::from_millis(50))
-        .start();
-    let envoy = Envoy::builder()
-        .upstreams([&fast_a, &fast_b, &slow])
-        .plugin_config(&format!(
+    let (fast_a, fast_b, slow, envoy) = two_fast_one_slow(
+        50,
+        &format!(
             r#"{{"policy": "least_request",
                 "least_request": {{"latency_decay_ms": 100, {extra}}},
                 "backends": [{{"cluster": "fast_a"}}, {{"cluster": "fast_b"}}, {{"cluster": "slow"}}]}}"#
-        ))
-        .concurrency(2)
-        .start();
+        ),
+    );
     let hits = || [fast_a.hits(), fast_b.hits(), slow.hits()];
     load(&envoy, 8, 50);
     let before = hits();
