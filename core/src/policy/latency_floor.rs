@@ -1,11 +1,12 @@
 //! Degraded backends: those slow on *every* recent request get a trickle, not a share.
 //!
 //! Latency-weighted least-request still sends a backend 20 ms slower a request whenever the
-//! fast ones hold `ratio` times as many in flight, and on a busy host a stall lifts a fast
-//! backend's peak estimate to the slow one's: at 60% load the slow one kept 7–15% of requests,
-//! and with more than 1% the p99 is its latency. A backend whose *fastest* recent response is
-//! more than `ratio` times the fastest backend's is degraded: it leaves the comparison and
-//! gets one request per `trickle` per worker, enough to see it recover.
+//! fast ones hold as many times more in flight as it is slower, and on a busy host a stall
+//! lifts a fast backend's peak estimate to the slow one's: at 60% load the slow one kept 7–15%
+//! of requests, and with more than 1% the p99 is its latency. A backend whose *fastest* recent
+//! response is more than `ratio` times the fastest backend's, and [`MARGIN_US`] more, is
+//! degraded (once it has given [`MIN_SAMPLES`] answers): it leaves the comparison and gets
+//! one request per `trickle` per worker, enough to see it recover.
 //!
 //! The floor (fastest response) is used rather than an average because a stall on the host,
 //! or a slow request type, only ever adds latency: the fastest of a few hundred responses
@@ -124,7 +125,8 @@ impl LatencyFloor {
 
     /// Screens `population`: the backends whose floor is above `ratio` × the lowest floor
     /// among them, plus [`MARGIN_US`], are degraded (once they have given [`MIN_SAMPLES`]
-    /// answers). A degraded backend whose trickle is due gets this request;
+    /// answers). When a lost compare-and-swap makes the caller pick again, a trickle already
+    /// taken is not repeated: that backend waits for its next one. A degraded backend whose trickle is due gets this request;
     /// otherwise the rest are compared. A backend with no response yet is never degraded.
     pub fn screen(&self, population: &[usize]) -> Screen {
         let mut floors = self.floors.borrow_mut();
