@@ -135,11 +135,7 @@ async fn connection(port: u16, index: usize, deadline: Instant) -> Outcome {
                 }
             };
             let status = response.status();
-            let upstream = response
-                .headers()
-                .get("x-upstream")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
+            let upstream = upstream_of(response.headers());
             if response.into_body().collect().await.is_err() {
                 outcome.errors += 1;
                 continue 'reconnect;
@@ -156,4 +152,12 @@ async fn connection(port: u16, index: usize, deadline: Instant) -> Outcome {
         }
     }
     outcome
+}
+
+/// The upstream that answered: the bench upstreams' `x-upstream` header.
+pub fn upstream_of(headers: &hyper::HeaderMap) -> Option<String> {
+    headers
+        .get("x-upstream")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }

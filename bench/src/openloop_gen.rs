@@ -293,11 +293,7 @@ async fn send_one(
     let outcome = match sender.send_request(request).await {
         Ok(response) => {
             let status = response.status();
-            let upstream = response
-                .headers()
-                .get("x-upstream")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
+            let upstream = crate::loadgen::upstream_of(response.headers());
             response
                 .into_body()
                 .collect()
