@@ -888,19 +888,25 @@ fn ipv6_and_ipv4_mapped_clients_in_ip_hash_and_the_status_allow_list() {
         ("192.0.3.7", false),
         ("garbage", false),
     ] {
-        let response = rig.send(b"/.eisodos/status", &[(b"x-forwarded-for", xff.as_bytes())]);
-        eprintln!(
-            "status page, x-forwarded-for {xff:?}: {}",
-            outcome_of(&response)
-        );
-        assert_eq!(response.status, 200, "{xff}: {response:?}");
-        assert_eq!(
-            response.header("x-upstream").is_none(),
-            allowed,
-            "{xff}: the status page when allowed, routed otherwise: {response:?}"
-        );
+        status_page_for(&rig, xff, allowed);
     }
     rig.assert_alive();
+}
+
+/// The status page from a client at `xff` (`x-forwarded-for`): served when `allowed`, else the
+/// request is routed like any other (a 200 from an upstream).
+fn status_page_for(rig: &Rig, xff: &str, allowed: bool) {
+    let response = rig.send(b"/.eisodos/status", &[(b"x-forwarded-for", xff.as_bytes())]);
+    eprintln!(
+        "status page, x-forwarded-for {xff:?}: {}",
+        outcome_of(&response)
+    );
+    assert_eq!(response.status, 200, "{xff}: {response:?}");
+    assert_eq!(
+        response.header("x-upstream").is_none(),
+        allowed,
+        "{xff}: the status page when allowed, routed otherwise: {response:?}"
+    );
 }
 
 /// `hash_key` `source_ip` and the default status allow-list (loopback, `::1`).
@@ -936,13 +942,7 @@ fn ipv6_and_ipv4_mapped_clients_as_a_hash_key_and_the_default_allow_list() {
         ("2001:db8::1", false),
         ("::ffff:10.0.0.1", false),
     ] {
-        let response = rig.send(b"/.eisodos/status", &[(b"x-forwarded-for", xff.as_bytes())]);
-        assert_eq!(response.status, 200, "{xff}: {response:?}");
-        assert_eq!(
-            response.header("x-upstream").is_none(),
-            allowed,
-            "{xff}: {response:?}"
-        );
+        status_page_for(&rig, xff, allowed);
     }
     rig.assert_alive();
 }
